@@ -1,0 +1,40 @@
+"""Configuration of the rollout role: how many engines, where, and how they sample."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RolloutConfig(BaseModel):
+    """Rollout actors: one inference engine per actor, sized independently of the learner."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["vllm", "hf"] = Field(
+        "vllm", description="Inference engine. 'hf' (transformers.generate) is a slow reference/fallback.")
+    num_actors: int = Field(1, ge=1, description="Number of rollout actors (one engine each).")
+    gpus_per_actor: int = Field(
+        0, ge=0, description="GPUs reserved per actor; must equal tensor_parallel_size on GPU clusters, 0 on CPU.")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per actor in its placement bundle.")
+    tensor_parallel_size: int = Field(1, ge=1, description="Tensor-parallel degree of each vLLM engine.")
+    samples_per_prompt: int = Field(8, ge=1, description="Group size G: samples drawn per prompt.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature T; the learner divides logits by the same T.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling; keep 1.0 for unbiased policy gradients.")
+    max_new_tokens: int = Field(128, ge=1, description="Maximum response length L (overlong handling refers to it).")
+    max_model_len: int = Field(1024, ge=16, description="Prompt + response budget of the engine.")
+    gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=0.95, description="vLLM memory fraction for weights + KV cache (on CPU: a fraction of RAM).")
+    kv_cache_gb: float | None = Field(
+        None, gt=0, description="Explicit KV-cache size in GiB (overrides gpu_memory_utilization's sizing); "
+        "the robust choice on CPU, where vLLM otherwise derives it from the process's RSS.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="'auto' = float32 on CPU (bf16 matmul is ~600x slower there), bfloat16 on GPU.")
+    enforce_eager: bool = Field(True, description="Skip CUDA-graph capture (faster start, needed on CPU).")
+    max_num_seqs: int = Field(256, ge=1, description="Engine batch size limit (sequences in flight).")
+    seed: int = Field(0, description="Base sampling seed; actor i uses seed + i.")
+
+    def resolved_dtype(self) -> str:
+        if self.dtype != "auto":
+            return self.dtype
+        return "bfloat16" if self.gpus_per_actor > 0 else "float32"

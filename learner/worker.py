@@ -1,0 +1,472 @@
+"""One learner rank: an HF causal LM inside a DeepSpeed engine, trained with a registered policy loss.
+
+`LearnerWorker` is a plain class (a test drives it with world_size 1, no Ray); `LearnerActor` is the
+thin `@ray.remote` wrapper that `learner.group.LearnerGroup` places, one per rank.
+
+Loss normalisation (why the gradient does not depend on sharding): for each optimizer step (one
+mini-batch) the global token/sequence counts of that mini-batch over all ranks are all-reduced first
+and handed to the loss as `global_num_tokens` / `global_num_seqs`, so the loss of one micro-batch is
+its share of the global loss (sum over micro-batches and ranks = the global token-mean / seq-mean).
+Gradients are accumulated as sums (`backward(scale_wrt_gas=False)` with DeepSpeed's caller-managed
+accumulation), and since DeepSpeed averages gradients over the data-parallel ranks, each rank
+multiplies its loss by world_size. Every rank runs the same number of micro-batches per step (ZeRO
+reduces gradients inside each backward): a rank with fewer sequences runs zero-loss dummy passes.
+
+What this module does not do: pick the loss (learner.losses), compute advantages, or know about
+rollout engines beyond pushing weights through learner.weight_sync.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import time
+from typing import Any, Optional
+
+import torch
+
+from learner import weight_sync
+from learner.config import LearnerConfig
+from learner.types import TrainBatch
+
+
+def deepspeed_config(cfg: LearnerConfig, world_size: int, dtype: str) -> dict[str, Any]:
+    """The DeepSpeed config dict derived from LearnerConfig (the only place it is built)."""
+    ds: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": cfg.micro_batch_size * world_size,
+        # The caller owns the accumulation boundary: any number of backward() calls, then step().
+        "managed_gradient_accumulation": False,
+        "gradient_clipping": cfg.grad_clip,
+        "zero_optimization": {"stage": cfg.zero_stage, "overlap_comm": False,
+                              "contiguous_gradients": True},
+        "optimizer": {"type": "AdamW", "params": {
+            "lr": cfg.lr, "betas": list(cfg.betas), "eps": cfg.eps,
+            "weight_decay": cfg.weight_decay,
+            # torch.optim.AdamW instead of DeepSpeed's JIT-compiled fused/CPU Adam.
+            "torch_adam": True, "adam_w_mode": True}},
+        "bf16": {"enabled": dtype == "bfloat16"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if cfg.warmup_steps > 0:
+        ds["scheduler"] = {"type": "WarmupLR", "params": {
+            "warmup_min_lr": 0.0, "warmup_max_lr": cfg.lr,
+            "warmup_num_steps": cfg.warmup_steps, "warmup_type": "linear"}}
+    return ds
+
+
+# Loss metrics that are a micro-batch's share of a globally normalised sum (the loss terms): they are
+# summed over micro-batches and ranks. Every other loss metric is a local mean, averaged by tokens.
+_SHARE_METRICS = frozenset({"loss", "pg_loss", "penalty", "kl", "entropy_bonus"})
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _policy_loss(inputs, loss_cfg):
+    from learner import losses
+
+    if hasattr(losses, "compute_policy_loss"):
+        return losses.compute_policy_loss(inputs, loss_cfg)
+    return losses.get_policy_loss(loss_cfg.type)(inputs, loss_cfg)
+
+
+def _loss_needs_entropy_grad(loss_cfg) -> bool:
+    for name in ("entropy_coef", "entropy_coeff", "entropy_bonus"):
+        if float(getattr(loss_cfg, name, 0.0) or 0.0) != 0.0:
+            return True
+    return False
+
+
+class _Metrics:
+    """Weighted sums gathered over micro-batches and ranks: value = sum(w * v) / sum(w)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, list[float]] = {}
+
+    def add(self, name: str, value: float, weight: float = 1.0) -> None:
+        s = self.sums.setdefault(name, [0.0, 0.0])
+        s[0] += float(value) * weight
+        s[1] += weight
+
+    def reduce(self, world_size: int) -> dict[str, float]:
+        import torch.distributed as dist
+
+        gathered: list[Any] = [self.sums]
+        if world_size > 1:
+            gathered = [None] * world_size
+            dist.all_gather_object(gathered, self.sums)
+        total: dict[str, list[float]] = {}
+        for sums in gathered:
+            for k, (v, w) in sums.items():
+                t = total.setdefault(k, [0.0, 0.0])
+                t[0] += v
+                t[1] += w
+        return {k: (v / w if w > 0 else 0.0) for k, (v, w) in sorted(total.items())}
+
+
+class LearnerWorker:
+    """One data-parallel rank. Construct all ranks concurrently: init joins the default group."""
+
+    def __init__(self, cfg: LearnerConfig, model_path: str, rank: int = 0, world_size: int = 1,
+                 master_addr: str = "127.0.0.1", master_port: Optional[int] = None,
+                 seed: int = 0) -> None:
+        self.cfg, self.model_path = cfg, str(model_path)
+        self.rank, self.world_size = rank, world_size
+        self.on_gpu = cfg.gpus_per_rank > 0 and torch.cuda.is_available()
+        self.device = torch.device("cuda", torch.cuda.current_device()) if self.on_gpu else torch.device("cpu")
+        self.dtype_name = cfg.resolve_dtype(self.on_gpu)
+        self.dtype = weight_sync.str_dtype(self.dtype_name)
+        self.steps = 0
+        self._plan: Optional[weight_sync.Plan] = None
+        self._weight_pg = None
+
+        # DeepSpeed reads the rendezvous from the environment (and asserts LOCAL_RANK); this is a
+        # process of its own under Ray, so setting it here touches nothing else.
+        os.environ.update({"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port or free_port()),
+                           "RANK": str(rank), "WORLD_SIZE": str(world_size),
+                           "LOCAL_RANK": "0" if not self.on_gpu else str(torch.cuda.current_device())})
+        import deepspeed
+        from transformers import AutoModelForCausalLM
+
+        deepspeed.init_distributed(dist_backend="nccl" if self.on_gpu else "gloo",
+                                   auto_mpi_discovery=False, rank=rank, world_size=world_size)
+        torch.manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed * 1009 + rank)
+
+        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
+        model.config.use_cache = False
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.ds_config = deepspeed_config(cfg, world_size, self.dtype_name)
+        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                               config=self.ds_config)
+        self.ref = None
+        if cfg.ref_model:
+            self.ref = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
+            self.ref.to(self.device).eval().requires_grad_(False)
+
+    # ---- forward helpers ---------------------------------------------------------------------
+    def _forward(self, model, mb: TrainBatch, grad: bool, entropy_grad: bool = False):
+        """(logprobs, entropy) of input_ids[:, 1:] given the prefix, both [B, L-1]."""
+        from learner.entropy import token_logprobs_and_entropy
+
+        ids = mb.input_ids.to(self.device)
+        attn = mb.attention_mask.to(self.device)
+        with torch.set_grad_enabled(grad):
+            logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
+            return token_logprobs_and_entropy(logits[:, :-1], ids[:, 1:], mb.temperature,
+                                              self.cfg.logprob_chunk_size, entropy_grad=entropy_grad)
+
+    def _padded_micro_batches(self, part: TrainBatch, count: int, fallback: TrainBatch
+                              ) -> list[tuple[TrainBatch, bool]]:
+        """`part`'s micro-batches plus zero-loss dummies up to `count` (same count on every rank)."""
+        mbs = [(mb, True) for mb in part.micro_batches(self.cfg.micro_batch_size)]
+        if len(mbs) < count:
+            if fallback.num_seqs > 0:
+                dummy = fallback.select([0], trim=True)
+            else:  # this rank got no sequences at all
+                z = torch.zeros(1, 2)
+                dummy = TrainBatch(z.long(), torch.ones(1, 2, dtype=torch.long), z, z, z)
+            mbs += [(dummy, False)] * (count - len(mbs))
+        return mbs
+
+    def _all_reduce(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        import torch.distributed as dist
+
+        if self.world_size > 1:
+            t = t.to(self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        return t.cpu()
+
+    def _max_micro_count(self, parts: list[TrainBatch]) -> list[int]:
+        local = torch.tensor([math.ceil(p.num_seqs / self.cfg.micro_batch_size) for p in parts],
+                             dtype=torch.float64)
+        return [int(x) for x in self._all_reduce(local, "max").tolist()]
+
+    @torch.no_grad()
+    def _logprobs_of(self, model, batch: TrainBatch, collective: bool) -> torch.Tensor:
+        """[B, L] log-probs aligned with input_ids (0 at position 0 and past each sequence)."""
+        out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
+        count = self._max_micro_count([batch])[0] if collective else 0
+        row = 0
+        for mb, real in self._padded_micro_batches(batch, count, batch):
+            lp, _ = self._forward(model, mb, grad=False)
+            if real:
+                lp = lp.float().cpu() * mb.attention_mask[:, 1:]
+                out[row:row + mb.num_seqs, 1:1 + lp.shape[1]] = lp
+                row += mb.num_seqs
+        return out
+
+    def compute_logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        """Current-policy log-probs [B, L] (no grad). A collective under ZeRO-3: call on all ranks."""
+        was_training = self.engine.module.training
+        self.engine.module.eval()
+        try:
+            return self._logprobs_of(self.engine, batch, collective=True)
+        finally:
+            self.engine.module.train(was_training)
+
+    def compute_ref_logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        if self.ref is None:
+            raise RuntimeError("ref_model is off in the learner config")
+        return self._logprobs_of(self.ref, batch, collective=False)
+
+    # ---- training ----------------------------------------------------------------------------
+    def train_step(self, batch: TrainBatch, global_num_tokens: Optional[float] = None,
+                   global_num_seqs: Optional[float] = None) -> dict[str, float]:
+        """One train batch: epochs x mini_batches optimizer steps. Metrics are global (all ranks).
+
+        `global_num_tokens` / `global_num_seqs` (the whole batch over all ranks), when given, are
+        checked against the all-reduced counts; the per-mini-batch counts are always all-reduced.
+        """
+        from learner.losses import LossInputs
+
+        cfg, start = self.cfg, time.perf_counter()
+        if batch.old_logprobs is None and (cfg.recompute_old_logprobs == "always"
+                                           or cfg.mini_batches > 1 or cfg.epochs > 1):
+            batch.old_logprobs = self.compute_logprobs(batch)
+        if self.ref is not None and batch.ref_logprobs is None:
+            batch.ref_logprobs = self.compute_ref_logprobs(batch)
+
+        parts = batch.split(cfg.mini_batches)
+        local = torch.tensor([[p.num_loss_tokens, p.num_loss_seqs, p.num_tokens] for p in parts],
+                             dtype=torch.float64)
+        counts = self._all_reduce(local)
+        if global_num_tokens is not None and abs(counts[:, 0].sum().item() - global_num_tokens) > 0.5:
+            raise ValueError(f"global_num_tokens={global_num_tokens} but the ranks hold "
+                             f"{counts[:, 0].sum().item():.0f} loss tokens")
+        if global_num_seqs is not None and abs(counts[:, 1].sum().item() - global_num_seqs) > 0.5:
+            raise ValueError(f"global_num_seqs={global_num_seqs} but the ranks hold "
+                             f"{counts[:, 1].sum().item():.0f} sequences with loss tokens")
+        n_micro = self._max_micro_count(parts)
+        entropy_grad = _loss_needs_entropy_grad(cfg.loss)
+
+        self.engine.train()
+        metrics = _Metrics()
+        for _ in range(cfg.epochs):
+            for k, part in enumerate(parts):
+                g_tok, g_seq = max(counts[k, 0].item(), 1.0), max(counts[k, 1].item(), 1.0)
+                step_sums: dict[str, float] = {}  # per-micro shares of global sums: add up
+                for mb, real in self._padded_micro_batches(part, n_micro[k], batch):
+                    lp, ent = self._forward(self.engine, mb, grad=True, entropy_grad=entropy_grad)
+                    if not real:
+                        # Joins ZeRO's per-backward gradient reduction with an all-zero gradient.
+                        self.engine.backward(lp.sum() * 0.0, scale_wrt_gas=False)
+                        continue
+                    mask = mb.loss_mask[:, 1:].to(self.device, torch.float32)
+                    old = (mb.old_logprobs[:, 1:].to(self.device) if mb.old_logprobs is not None
+                           else lp.detach())
+                    ref = mb.ref_logprobs[:, 1:].to(self.device) if mb.ref_logprobs is not None else None
+                    inputs = LossInputs(
+                        logprobs=lp, old_logprobs=old, advantages=mb.advantages[:, 1:].to(self.device),
+                        mask=mask, entropy=ent, ref_logprobs=ref, global_num_tokens=g_tok,
+                        global_num_seqs=g_seq, generator=self.generator)
+                    loss, loss_metrics = _policy_loss(inputs, cfg.loss)
+                    self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
+                    loss_metrics = dict(loss_metrics, loss=float(loss.detach()))
+                    n = float(mask.sum())
+                    self._token_metrics(metrics, mb, lp.detach(), ent.detach(), old, ref, mask)
+                    for name, value in loss_metrics.items():
+                        if name in _SHARE_METRICS:
+                            step_sums[name] = step_sums.get(name, 0.0) + float(value)
+                        elif n > 0:
+                            metrics.add(name, float(value), n)
+                self.engine.step()
+                self.steps += 1
+                for name, value in step_sums.items():  # sum over micro-batches and ranks, mean over steps
+                    metrics.add(name, value * self.world_size, 1.0)
+                grad_norm = self.engine.get_global_grad_norm()
+                metrics.add("grad_norm", float(grad_norm) if grad_norm is not None else float("nan"),
+                            1.0)
+        out = metrics.reduce(self.world_size)
+        seconds = time.perf_counter() - start
+        train_tokens = float(counts[:, 2].sum()) * cfg.epochs
+        out.update(train_tokens=train_tokens, train_loss_tokens=float(counts[:, 0].sum()),
+                   train_seqs=float(counts[:, 1].sum()), train_seconds=seconds,
+                   tokens_per_s=train_tokens / max(seconds, 1e-9),
+                   lr=float(self.engine.get_lr()[0]), optimizer_steps=float(self.steps))
+        return out
+
+    def _token_metrics(self, metrics: _Metrics, mb: TrainBatch, lp, ent, old, ref, mask) -> None:
+        n = float(mask.sum())
+        if n <= 0:
+            return
+        metrics.add("entropy", float((ent * mask).sum()) / n, n)
+        metrics.add("kl_old_k3", float((_k3(old, lp) * mask).sum()) / n, n)
+        if ref is not None:
+            metrics.add("kl_ref_k3", float((_k3(ref, lp) * mask).sum()) / n, n)
+        rollout = mb.rollout_logprobs[:, 1:].to(lp.device)
+        metrics.add("rollout_logprob_abs_diff", float(((lp - rollout).abs() * mask).sum()) / n, n)
+
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self, directory: str, tag: str) -> None:
+        """Model + optimizer + LR scheduler (+ step count, loss RNG) via DeepSpeed. All ranks."""
+        self.engine.save_checkpoint(str(directory), tag=tag, client_state={
+            "forkrl_steps": self.steps, "forkrl_generator": self.generator.get_state()})
+
+    def load_checkpoint(self, directory: str, tag: str) -> None:
+        path, client = self.engine.load_checkpoint(str(directory), tag=tag,
+                                                   load_optimizer_states=True,
+                                                   load_lr_scheduler_states=True)
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint {tag!r} under {directory}")
+        self.steps = int(client.get("forkrl_steps", 0))
+        if "forkrl_generator" in client:
+            self.generator.set_state(client["forkrl_generator"])
+
+    def _gathered(self, params):
+        """Full parameters inside the context (a collective under ZeRO-3, a no-op otherwise)."""
+        if self.cfg.zero_stage == 3:
+            import deepspeed
+
+            return deepspeed.zero.GatheredParameters(list(params), modifier_rank=None)
+        return contextlib.nullcontext()
+
+    def save_hf(self, directory: str) -> None:
+        """Plain HF checkpoint (safetensors + config, tokenizer if the source had one) from rank 0."""
+        module = self.engine.module
+        with self._gathered(module.parameters()):
+            if self.rank == 0:
+                module.save_pretrained(str(directory), safe_serialization=True)
+                try:
+                    from transformers import AutoTokenizer
+
+                    AutoTokenizer.from_pretrained(self.model_path).save_pretrained(str(directory))
+                except (OSError, ValueError):
+                    pass  # model dir without a tokenizer (e.g. a bare test model)
+
+    def param_stats(self) -> dict[str, float]:
+        """Parameter count, global L2 norm and plain sum: cheap fingerprints for tests and logs."""
+        module = self.engine.module
+        with self._gathered(module.parameters()):
+            params = [p for _, p in weight_sync.unique_named_tensors(module.named_parameters())]
+            sq = sum(float(p.detach().float().pow(2).sum()) for p in params)
+            return {"num_params": float(sum(p.numel() for p in params)), "param_norm": math.sqrt(sq),
+                    "param_sum": sum(float(p.detach().double().sum()) for p in params)}
+
+    def named_parameters_cpu(self) -> dict[str, torch.Tensor]:
+        """Full parameters under HF names, copied to CPU (tests, small models only)."""
+        module = self.engine.module
+        with self._gathered(module.parameters()):
+            return {n: p.detach().cpu().clone()
+                    for n, p in weight_sync.unique_named_tensors(module.named_parameters())}
+
+    # ---- weight push -------------------------------------------------------------------------
+    def weight_plan(self) -> weight_sync.Plan:
+        if self._plan is None:
+            self._plan = weight_sync.bucket_plan(self.engine.module.named_parameters(),
+                                                 self.cfg.weight_sync.bucket_mb)
+        return self._plan
+
+    def init_weight_group(self, master_addr: str, master_port: int, world_size: int) -> None:
+        """Rank 0 joins a separate broadcast group as its rank 0 (receivers are 1..world_size-1)."""
+        if self.rank != 0:
+            return
+        self._weight_pg = weight_sync.create_weight_group(
+            master_addr, master_port, 0, world_size, self.cfg.resolve_sync_backend(),
+            self.cfg.weight_sync.timeout_s)
+
+    def _bucket_tensors(self):
+        """Yield (bucket, {name: full tensor}) in plan order (gathering per bucket under ZeRO-3)."""
+        params = dict(weight_sync.unique_named_tensors(self.engine.module.named_parameters()))
+        for bucket in self.weight_plan():
+            chosen = [params[name] for name, _, _ in bucket]
+            with self._gathered(chosen):
+                yield bucket, {name: params[name] for name, _, _ in bucket}
+
+    def broadcast_weights(self) -> dict[str, float]:
+        """Push every bucket over the weight group. Ranks > 0 only join ZeRO-3 gathers."""
+        if self.rank != 0:
+            for _ in self._bucket_tensors() if self.cfg.zero_stage == 3 else ():
+                pass
+            return {"bytes": 0, "seconds": 0.0, "buckets": 0}
+        if self._weight_pg is None:
+            raise RuntimeError("init_weight_group() first")
+        start, total, n = time.perf_counter(), 0, 0
+        for bucket, tensors in self._bucket_tensors():
+            flat = weight_sync.pack_bucket(bucket, tensors).contiguous()
+            weight_sync.broadcast_flat(self._weight_pg, flat)
+            total, n = total + flat.numel() * flat.element_size(), n + 1
+        if self.on_gpu:
+            torch.cuda.synchronize()
+        return {"bytes": total, "seconds": time.perf_counter() - start, "buckets": n}
+
+    def export_weights_refs(self) -> dict:
+        """Object-store push: {"plan", "refs" (one ray.put per bucket), "bytes", "seconds", "buckets"}."""
+        import ray
+
+        start, total, refs = time.perf_counter(), 0, []
+        for bucket, tensors in self._bucket_tensors():
+            if self.rank == 0:
+                flat = weight_sync.pack_bucket(bucket, tensors).cpu().contiguous()
+                total += flat.numel() * flat.element_size()
+                refs.append(ray.put(flat))
+        if self.rank != 0:
+            return {"plan": [], "refs": [], "bytes": 0, "seconds": 0.0, "buckets": 0}
+        return {"plan": self.weight_plan(), "refs": refs, "bytes": total,
+                "seconds": time.perf_counter() - start, "buckets": len(refs)}
+
+
+
+def _k3(other: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
+    """k3 estimator of KL(pi || other) per token: exp(x) - x - 1, x = other - lp, clamped."""
+    x = (other - lp).clamp(-10, 10)
+    return x.exp() - x - 1
+
+
+class LearnerActor:
+    """Ray wrapper of one rank. `setup()` builds the worker once rank 0's address is known."""
+
+    def __init__(self, cfg: LearnerConfig, model_path: str, rank: int, world_size: int, seed: int):
+        self._args = (cfg, model_path, rank, world_size, seed)
+        self.worker: Optional[LearnerWorker] = None
+
+    def get_address(self) -> tuple[str, int]:
+        import ray
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def setup(self, master_addr: str, master_port: int) -> None:
+        cfg, model_path, rank, world_size, seed = self._args
+        self.worker = LearnerWorker(cfg, model_path, rank, world_size, master_addr, master_port, seed)
+
+    def train_step(self, batch: TrainBatch, global_num_tokens: float, global_num_seqs: float):
+        return self.worker.train_step(batch, global_num_tokens, global_num_seqs)
+
+    def compute_logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        return self.worker.compute_logprobs(batch)
+
+    def save_checkpoint(self, directory: str, tag: str) -> None:
+        self.worker.save_checkpoint(directory, tag)
+
+    def load_checkpoint(self, directory: str, tag: str) -> None:
+        self.worker.load_checkpoint(directory, tag)
+
+    def save_hf(self, directory: str) -> None:
+        self.worker.save_hf(directory)
+
+    def param_stats(self) -> dict[str, float]:
+        return self.worker.param_stats()
+
+    def named_parameters_cpu(self) -> dict[str, torch.Tensor]:
+        return self.worker.named_parameters_cpu()
+
+    def weight_plan(self) -> weight_sync.Plan:
+        return self.worker.weight_plan()
+
+    def init_weight_group(self, master_addr: str, master_port: int, world_size: int) -> None:
+        self.worker.init_weight_group(master_addr, master_port, world_size)
+
+    def broadcast_weights(self) -> dict[str, float]:
+        return self.worker.broadcast_weights()
+
+    def export_weights_refs(self) -> dict:
+        return self.worker.export_weights_refs()

@@ -1,0 +1,76 @@
+"""The verifier pool's own config section; the orchestrator's JobConfig embeds it as-is.
+
+Validation only: nothing here derives values or touches Ray.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class MathRewardConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    boxed_bonus: float = 0.0
+    """Added to the reward when the final answer was given in \\boxed{} (format reward)."""
+    unboxed_penalty: float = Field(0.0, ge=0.0)
+    """Subtracted from the reward when the response has no \\boxed{} answer (even if correct)."""
+    max_answer_chars: int = Field(1000, ge=1)
+    """Extracted answers longer than this are cut before math-verify sees them: sympy can hang on huge input."""
+    parse_timeout_s: int = Field(3, ge=1)
+    """math-verify's own (SIGALRM) budget per parse/compare; whole seconds, main thread only."""
+
+
+class CodeRewardConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cpu_s: int = Field(5, ge=1)
+    """RLIMIT_CPU per sandboxed process (CPU seconds); the wall clock is the pool's `timeout_s`."""
+    memory_mb: int = Field(1024, ge=64)
+    """RLIMIT_AS per sandboxed process (address space, MiB)."""
+    max_processes: int = Field(16, ge=1)
+    """RLIMIT_NPROC for the sandbox's private uid: caps fork bombs."""
+    max_output_bytes: int = Field(1 << 20, ge=1024)
+    """RLIMIT_FSIZE: stdout, stderr and every file the program writes; beyond it the program is killed."""
+    max_open_files: int = Field(64, ge=16)
+    """RLIMIT_NOFILE per sandboxed process."""
+    site_packages: bool = False
+    """Let programs import third-party packages (numpy, ...). Off: `python -I -S`, stdlib only, faster start."""
+
+
+class RewardConfig(BaseModel):
+    """How samples are scored and how many Ray actors score them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["auto", "math", "code", "function"] = "auto"
+    """auto routes each sample by `Sample.task` ("math", "code", else the user function); the others
+    force one scorer for every sample."""
+    function: str | None = None
+    """User reward function "pkg.mod:fn", called as fn(sample: Sample) -> float | bool | Score."""
+    num_workers: int = Field(2, ge=1)
+    """Pool size: verifier Ray actors, independent of rollout and learner sizes."""
+    cpus_per_worker: float = Field(0.25, ge=0.0)
+    """Ray CPU reservation per verifier actor (small: CPU machines are tiny)."""
+    timeout_s: float = Field(10.0, gt=0.0)
+    """Wall-clock budget per sample; past it the sample scores 0 with reason "timeout"."""
+    kill_grace_s: float = Field(2.0, ge=0.0)
+    """Extra wait past `timeout_s` before the pool kills (and Ray restarts) a worker stuck on a sample."""
+    max_inflight_per_worker: int = Field(4, ge=1)
+    """Backpressure: samples queued on one actor at a time; the rest wait in the driver."""
+    max_restarts: int = Field(-1, ge=-1)
+    """Ray restarts per verifier actor (-1: unlimited); past it the pool replaces the actor."""
+    math: MathRewardConfig = Field(default_factory=MathRewardConfig)
+    """Answer extraction and format reward for math samples."""
+    code: CodeRewardConfig = Field(default_factory=CodeRewardConfig)
+    """Sandbox limits for code samples."""
+
+    @model_validator(mode="after")
+    def _function_needs_path(self) -> "RewardConfig":
+        if self.type == "function" and not self.function:
+            raise ValueError("type=function needs `function` set to 'pkg.mod:fn'")
+        if self.function is not None and ":" not in self.function:
+            raise ValueError(f"function must look like 'pkg.mod:fn', got {self.function!r}")
+        return self

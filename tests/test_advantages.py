@@ -1,0 +1,53 @@
+"""Group-relative advantages (ALGORITHMS.md §0, §5)."""
+import pytest
+import torch
+
+from orchestrator.advantages import compute_advantages, register_advantage
+
+
+def rewards(seed=0, groups=5, G=8):
+    return torch.randint(0, 2, (groups, G), generator=torch.Generator().manual_seed(seed)).float()
+
+
+@pytest.mark.parametrize("name", ["grpo", "drgrpo", "rloo"])
+def test_group_sums_to_zero(name):
+    A = compute_advantages(name, rewards())
+    assert A.shape == (5, 8)
+    torch.testing.assert_close(A.sum(-1), torch.zeros(5), atol=1e-5, rtol=0)
+
+
+def test_grpo_formula():
+    R = torch.tensor([[1.0, 0.0, 0.0, 1.0, 1.0]])
+    torch.testing.assert_close(compute_advantages("grpo", R), (R - R.mean()) / (R.std() + 1e-6))
+
+
+def test_drgrpo_has_no_std():
+    R = torch.tensor([[3.0, 1.0]])
+    torch.testing.assert_close(compute_advantages("drgrpo", R), torch.tensor([[1.0, -1.0]]))
+
+
+def test_rloo_leave_one_out_baseline():
+    R = torch.tensor([[1.0, 0.0, 0.0, 2.0]])
+    expected = torch.stack([R[0, i] - torch.cat([R[0, :i], R[0, i + 1 :]]).mean() for i in range(4)])[None]
+    torch.testing.assert_close(compute_advantages("rloo", R), expected)
+
+
+@pytest.mark.parametrize("name", ["grpo", "drgrpo", "rloo"])
+def test_all_equal_group_gets_zero_advantage(name):
+    A = compute_advantages(name, torch.ones(3, 4))
+    assert torch.all(A == 0)
+
+
+@pytest.mark.parametrize("name", ["grpo", "rloo"])
+def test_group_of_one_raises_clearly(name):
+    with pytest.raises(ValueError, match="at least 2 responses"):
+        compute_advantages(name, torch.ones(4, 1))
+
+
+def test_unknown_name_and_duplicate_registration():
+    with pytest.raises(KeyError, match="registered"):
+        compute_advantages("ppo", rewards())
+    with pytest.raises(ValueError, match="twice"):
+        register_advantage("grpo")(lambda r: r)
+    with pytest.raises(ValueError, match="num_groups"):
+        compute_advantages("grpo", torch.ones(8))

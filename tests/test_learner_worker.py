@@ -1,0 +1,142 @@
+"""LearnerWorker without Ray (world size 1): learning direction, loss mask, checkpoint resume;
+plus TrainBatch splitting and the LearnerConfig section."""
+import os
+import pickle
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed picks its accelerator at import time
+
+import pytest
+import torch
+
+from learner.config import LearnerConfig
+from learner.types import TrainBatch
+
+L = 16
+
+
+def make_batch(num_seqs: int = 4, seed: int = 0, adv: float = 1.0) -> TrainBatch:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 500, (num_seqs, L), generator=g)
+    attn = torch.ones(num_seqs, L, dtype=torch.long)
+    for i in range(num_seqs):
+        attn[i, L - 3 * (i % 3):] = 0  # right padding of 0, 3 or 6
+    loss_mask = torch.zeros(num_seqs, L)
+    loss_mask[:, 6:] = 1.0
+    loss_mask *= attn
+    advantages = torch.full((num_seqs, L), adv)
+    return TrainBatch(ids, attn, loss_mask, advantages, torch.zeros(num_seqs, L))
+
+
+def make_worker(model_dir, **overrides):
+    from learner.worker import LearnerWorker
+
+    cfg = LearnerConfig(**{"lr": 1e-3, "micro_batch_size": 2, **overrides})
+    return LearnerWorker(cfg, str(model_dir), seed=0)
+
+
+def seq_logprob(worker, batch) -> torch.Tensor:
+    return (worker.compute_logprobs(batch) * batch.loss_mask).sum(dim=1)
+
+
+# ---- TrainBatch / config (no DeepSpeed) ---------------------------------------------------------
+def test_shard_covers_rows_once_balanced_and_pickles():
+    batch = make_batch(7)
+    shards = batch.shard(2)
+    rows = sorted(r for s in shards for r in s.input_ids[:, 0].tolist())
+    assert rows == sorted(batch.input_ids[:, 0].tolist())
+    assert abs(shards[0].num_tokens - shards[1].num_tokens) <= L
+    again = pickle.loads(pickle.dumps(shards[0]))
+    assert torch.equal(again.input_ids, shards[0].input_ids)
+    assert len(batch.shard(9)) == 9 and batch.shard(9)[-1].num_seqs == 0
+
+
+def test_shard_with_mini_batches_keeps_global_mini_batches():
+    batch = make_batch(8)
+    global_parts = batch.split(2)
+    for shard in batch.shard(3, mini_batches=2):
+        for k, part in enumerate(shard.split(2)):
+            assert set(part.input_ids[:, 0].tolist()) <= set(global_parts[k].input_ids[:, 0].tolist())
+
+
+def test_micro_batches_trim_padding_and_loss_mask_position_zero():
+    batch = make_batch(3)
+    mbs = batch.micro_batches(1)
+    assert [m.input_ids.shape[1] for m in mbs] == [L, L - 3, L - 6]
+    bad = torch.zeros(1, L)
+    bad[0, 0] = 1
+    with pytest.raises(ValueError, match="position 0"):
+        TrainBatch(torch.zeros(1, L, dtype=torch.long), torch.ones(1, L), bad, bad, bad)
+
+
+def test_config_rejects_unknown_fields_and_resolves_auto():
+    with pytest.raises(Exception, match="extra"):
+        LearnerConfig(num_rank=2)
+    cfg = LearnerConfig(loss={"type": "clip_cov"})
+    assert cfg.loss.type == "clip_cov"
+    assert cfg.resolve_dtype(on_gpu=False) == "float32" and cfg.resolve_dtype(on_gpu=True) == "bfloat16"
+    assert cfg.resolve_sync_backend() == "gloo"
+
+
+# ---- LearnerWorker --------------------------------------------------------------------------------
+def test_positive_advantage_raises_and_negative_lowers_logprob(tiny_model_dir):
+    worker = make_worker(tiny_model_dir)
+    up, down = make_batch(1, seed=1, adv=1.0), make_batch(1, seed=2, adv=-1.0)
+    before_up, before_down = seq_logprob(worker, up), seq_logprob(worker, down)
+    metrics = worker.train_step(TrainBatch.cat([up, down]))
+    assert seq_logprob(worker, up) > before_up + 1e-3
+    assert seq_logprob(worker, down) < before_down - 1e-3
+    for key in ("loss", "grad_norm", "entropy", "train_tokens", "train_seconds", "tokens_per_s", "lr"):
+        assert key in metrics and metrics[key] == metrics[key], key
+    assert metrics["train_tokens"] == up.num_tokens + down.num_tokens
+    assert metrics["lr"] == pytest.approx(1e-3)
+
+
+def test_tokens_outside_loss_mask_do_not_change_the_update(tiny_model_dir):
+    batch = make_batch(4, seed=3)
+    batch.loss_mask[0, -1] = 0.0  # a real but untrained last token
+    other = TrainBatch(**{f: (v.clone() if isinstance(v, torch.Tensor) else v)
+                          for f, v in vars(batch).items()})
+    outside = other.loss_mask == 0
+    other.input_ids[outside & (other.attention_mask == 0)] = 7  # padding tokens
+    other.input_ids[0, -1] = (other.input_ids[0, -1] + 1) % 500  # the untrained last token
+    other.advantages[outside] = 123.0
+    other.rollout_logprobs[outside] = -5.0
+    results = []
+    for b in (batch, other):
+        worker = make_worker(tiny_model_dir)
+        metrics = worker.train_step(b)
+        results.append((metrics["loss"], worker.named_parameters_cpu()))
+    assert results[0][0] == pytest.approx(results[1][0], abs=1e-6)
+    for name, p in results[0][1].items():
+        torch.testing.assert_close(p, results[1][1][name], rtol=1e-5, atol=1e-7)
+
+
+def test_checkpoint_resume_matches_uninterrupted(tiny_model_dir, tmp_path):
+    b1, b2 = make_batch(4, seed=4), make_batch(4, seed=5, adv=-0.5)
+    kw = dict(warmup_steps=3, loss={"type": "ppo_clip"}, mini_batches=2)
+    worker = make_worker(tiny_model_dir, **kw)
+    worker.train_step(b1)
+    worker.save_checkpoint(str(tmp_path), "step1")
+    worker.train_step(b2)
+    straight = worker.named_parameters_cpu()
+
+    resumed = make_worker(tiny_model_dir, **kw)
+    resumed.load_checkpoint(str(tmp_path), "step1")
+    assert resumed.steps == 2
+    metrics = resumed.train_step(b2)
+    assert metrics["optimizer_steps"] == 4
+    for name, p in resumed.named_parameters_cpu().items():
+        assert torch.equal(p, straight[name]), name
+
+
+def test_save_hf_roundtrip(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    worker = make_worker(tiny_model_dir)
+    worker.train_step(make_batch(2))
+    worker.save_hf(str(tmp_path / "hf"))
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), dtype=torch.float32)
+    params = worker.named_parameters_cpu()
+    for name, p in loaded.named_parameters():
+        assert torch.equal(p.detach(), params[name]), name
+    assert (tmp_path / "hf" / "tokenizer.json").exists()

@@ -1,0 +1,39 @@
+"""Dynamic sampling and overlong handling (ALGORITHMS.md §1)."""
+import pytest
+import torch
+
+from orchestrator.sampling import keep_mask_nonzero_variance, overlong_mask, overlong_penalty
+
+
+def test_keep_iff_some_but_not_all_correct():
+    R = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [0, 1, 1, 1]]).float()
+    assert keep_mask_nonzero_variance(R).tolist() == [False, False, True, True]
+
+
+def test_keep_generalises_to_real_valued_rewards():
+    R = torch.tensor([[0.5, 0.5, 0.5], [0.2, 0.5, 0.5], [-1.0, -1.0, -1.0]])
+    keep = keep_mask_nonzero_variance(R)
+    assert keep.dtype == torch.bool and keep.tolist() == [False, True, False]
+
+
+def test_overlong_penalty_piecewise():
+    L, Lc = 100, 20
+    lengths = torch.tensor([10, 80, 90, 100, 101, 500])
+    torch.testing.assert_close(overlong_penalty(lengths, L, Lc), torch.tensor([0.0, 0.0, -0.5, -1.0, -1.0, -1.0]))
+
+
+def test_overlong_penalty_is_monotone_and_bounded():
+    p = overlong_penalty(torch.arange(0, 200), 128, 32)
+    assert torch.all(p[1:] <= p[:-1]) and p.min() == -1 and p.max() == 0
+
+
+def test_overlong_penalty_rejects_bad_buffer():
+    with pytest.raises(ValueError):
+        overlong_penalty(torch.tensor([1]), 10, 0)
+
+
+def test_overlong_mask_drops_truncated():
+    lengths = torch.tensor([5, 10, 10])
+    assert overlong_mask(lengths, 10).tolist() == [True, False, False]
+    truncated = torch.tensor([False, False, True])  # the engine says #2 hit EOS at the limit
+    assert overlong_mask(lengths, 10, truncated).tolist() == [True, True, False]
