@@ -16,7 +16,8 @@ from actors.weight_receiver import BucketPlan, WeightReceiverExtension, receive_
 
 
 class Engine(Protocol):
-    def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int) -> list[Generation]: ...
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int,
+                 temperature: float | None = None) -> list[Generation]: ...
     def prompt_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[list[float]]: ...
     def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int, backend: str) -> int: ...
     def receive_broadcast(self, plan: BucketPlan) -> int: ...
@@ -49,10 +50,12 @@ class VLLMEngine:
         )
         self.tokenizer = self.llm.get_tokenizer()
 
-    def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int) -> list[Generation]:
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int,
+                 temperature: float | None = None) -> list[Generation]:
         from vllm import SamplingParams
 
-        params = [SamplingParams(n=n, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+        temp = self.cfg.temperature if temperature is None else temperature  # 0 = greedy (evaluation)
+        params = [SamplingParams(n=n, temperature=temp, top_p=self.cfg.top_p,
                                  max_tokens=self.cfg.max_new_tokens, logprobs=0, seed=seed + i)
                   for i in range(len(prompts))]
         outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
@@ -105,19 +108,22 @@ class HFEngine:
         self._pg = None
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int) -> list[Generation]:
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int,
+                 temperature: float | None = None) -> list[Generation]:
+        temp = self.cfg.temperature if temperature is None else temperature
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
         if self.tokenizer.eos_token_id is not None:
             eos_ids.add(self.tokenizer.eos_token_id)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else next(iter(eos_ids))
+        sampling = (dict(do_sample=True, temperature=temp, top_p=self.cfg.top_p, top_k=0) if temp > 0
+                    else dict(do_sample=False))
         gens = []
         for pi, prompt in enumerate(prompts):
             torch.manual_seed(seed + pi)
             ids = torch.tensor([list(prompt)] * n, device=self.device)
             out = self.model.generate(
-                ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=self.cfg.temperature,
-                top_p=self.cfg.top_p, top_k=0, max_new_tokens=self.cfg.max_new_tokens,
+                ids, attention_mask=torch.ones_like(ids), **sampling, max_new_tokens=self.cfg.max_new_tokens,
                 eos_token_id=sorted(eos_ids), pad_token_id=pad, output_scores=True,
                 return_dict_in_generate=True)
             new = out.sequences[:, ids.shape[1]:]

@@ -29,9 +29,10 @@ class RolloutWorker:
     def ready(self) -> int:
         return self.actor_index
 
-    def generate(self, prompts: Sequence[Sequence[int]], seed: int, n: int | None = None) -> dict:
+    def generate(self, prompts: Sequence[Sequence[int]], seed: int, n: int | None = None,
+                 temperature: float | None = None) -> dict:
         t0 = time.perf_counter()
-        gens = self.engine.generate(prompts, n or self.cfg.samples_per_prompt, seed)
+        gens = self.engine.generate(prompts, n or self.cfg.samples_per_prompt, seed, temperature)
         for g in gens:
             g.weight_version = self.weight_version
         dt = time.perf_counter() - t0
@@ -93,11 +94,12 @@ class RolloutGroup:
     def num_receiver_ranks(self) -> int:
         return self.cfg.num_actors * self.cfg.tensor_parallel_size
 
-    def generate(self, prompts: Sequence[Sequence[int]], seed: int, n: int | None = None) -> dict:
+    def generate(self, prompts: Sequence[Sequence[int]], seed: int, n: int | None = None,
+                 temperature: float | None = None) -> dict:
         """Contiguous slices of the prompt list per actor; returns generations in prompt order."""
         k = len(self.actors)
         bounds = [round(i * len(prompts) / k) for i in range(k + 1)]
-        refs = [a.generate.remote(prompts[bounds[i]:bounds[i + 1]], seed + 7919 * i, n)
+        refs = [a.generate.remote(prompts[bounds[i]:bounds[i + 1]], seed + 7919 * i, n, temperature)
                 for i, a in enumerate(self.actors) if bounds[i + 1] > bounds[i]]
         starts = [bounds[i] for i in range(k) if bounds[i + 1] > bounds[i]]
         gens, secs, toks = [], 0.0, 0

@@ -19,11 +19,11 @@ BucketPlan = Sequence[Sequence[tuple[str, str, Sequence[int]]]]
 def join_weight_group(host: str, port: int, rank: int, world_size: int, backend: str,
                       timeout_s: float = 600.0):
     """A process group of its own (not the default one), so engines and trainers keep theirs."""
+    # The learner hosts the TCPStore (its rank 0) on a port of its own; no key prefix on either side.
     store = dist.TCPStore(host, port, world_size, is_master=False, timeout=timedelta(seconds=timeout_s))
-    prefix = dist.PrefixStore("forkrl_weights", store)
     if backend == "nccl":
-        return dist.ProcessGroupNCCL(prefix, rank, world_size, dist.ProcessGroupNCCL.Options())
-    return dist.ProcessGroupGloo(prefix, rank, world_size, timedelta(seconds=timeout_s))
+        return dist.ProcessGroupNCCL(store, rank, world_size, dist.ProcessGroupNCCL.Options())
+    return dist.ProcessGroupGloo(store, rank, world_size, timedelta(seconds=timeout_s))
 
 
 def unflatten_bucket(flat: torch.Tensor, bucket) -> list[tuple[str, torch.Tensor]]:

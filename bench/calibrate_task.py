@@ -39,6 +39,8 @@ CANDIDATES: dict[str, dict] = {
     "addsub1": dict(operations=["+", "-"], min_digits=1, max_digits=1),
     "add1x3": dict(operations=["+"], min_digits=1, max_digits=1, num_operands=3),
     "mul1": dict(operations=["*"], min_digits=1, max_digits=1),
+    "add_max14": dict(operations=["+"], min_digits=1, max_digits=2, max_value=14),
+    "add_max19": dict(operations=["+"], min_digits=1, max_digits=2, max_value=19),
 }
 
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
@@ -161,6 +163,7 @@ def main() -> None:
     for name in names:
         cfg = ArithmeticData(**CANDIDATES[name])
         desc = (f"{'/'.join(cfg.operations)} x{cfg.num_operands} d{cfg.min_digits}-{cfg.max_digits}"
+                f"{f' <={cfg.max_value}' if cfg.max_value is not None else ''}"
                 f"{' sys' if cfg.system_prompt else ''} tmpl={cfg.prompt_template[8:][:20]!r}")
         st = stats[name]
         acc = sum(st["acc"]) / len(st["acc"])

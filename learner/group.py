@@ -106,6 +106,12 @@ class LearnerGroup:
 
         return ray.get(self.actors[0].weight_plan.remote())
 
+    def weight_group_address(self) -> tuple[str, int]:
+        """(IP of learner rank 0's node, a free port there): where the weight group's TCPStore runs."""
+        import ray
+
+        return ray.get(self.actors[0].get_address.remote())
+
     def init_weight_group(self, master_addr: str, master_port: int, world_size: int):
         """Rank 0 joins the broadcast group as its rank 0. Returns an ObjectRef: it completes only
         when the receivers (ranks 1..world_size-1) join too, so start theirs before ray.get."""

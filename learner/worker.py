@@ -58,9 +58,10 @@ def deepspeed_config(cfg: LearnerConfig, world_size: int, dtype: str) -> dict[st
     return ds
 
 
-# Loss metrics that are a micro-batch's share of a globally normalised sum (the loss terms): they are
-# summed over micro-batches and ranks. Every other loss metric is a local mean, averaged by tokens.
-_SHARE_METRICS = frozenset({"loss", "pg_loss", "penalty", "kl", "entropy_bonus"})
+# Loss metrics that are a micro-batch's share of a globally normalised sum (the loss terms of
+# learner.losses.compute_policy_loss): summed over micro-batches and ranks. Every other loss metric
+# is a local mean (clip fractions, ratio, covariance stats), averaged weighted by loss tokens.
+_SHARE_METRICS = frozenset({"loss", "pg_loss", "penalty", "kl"})
 
 
 def free_port() -> int:
@@ -85,30 +86,44 @@ def _loss_needs_entropy_grad(loss_cfg) -> bool:
 
 
 class _Metrics:
-    """Weighted sums gathered over micro-batches and ranks: value = sum(w * v) / sum(w)."""
+    """Metrics gathered over micro-batches and ranks.
+
+    `add`: a local mean, combined as sum(w * v) / sum(w) (w = tokens). `add_share`: a micro-batch's
+    share of a globally normalised sum (the loss terms), summed over micro-batches and ranks and
+    divided by the number of optimizer steps.
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, list[float]] = {}
+        self.shares: dict[str, float] = {}
 
     def add(self, name: str, value: float, weight: float = 1.0) -> None:
         s = self.sums.setdefault(name, [0.0, 0.0])
         s[0] += float(value) * weight
         s[1] += weight
 
-    def reduce(self, world_size: int) -> dict[str, float]:
+    def add_share(self, name: str, value: float) -> None:
+        self.shares[name] = self.shares.get(name, 0.0) + float(value)
+
+    def reduce(self, world_size: int, steps: int) -> dict[str, float]:
         import torch.distributed as dist
 
-        gathered: list[Any] = [self.sums]
+        gathered: list[Any] = [(self.sums, self.shares)]
         if world_size > 1:
             gathered = [None] * world_size
-            dist.all_gather_object(gathered, self.sums)
+            dist.all_gather_object(gathered, (self.sums, self.shares))
         total: dict[str, list[float]] = {}
-        for sums in gathered:
+        shares: dict[str, float] = {}
+        for sums, rank_shares in gathered:
             for k, (v, w) in sums.items():
                 t = total.setdefault(k, [0.0, 0.0])
                 t[0] += v
                 t[1] += w
-        return {k: (v / w if w > 0 else 0.0) for k, (v, w) in sorted(total.items())}
+            for k, v in rank_shares.items():
+                shares[k] = shares.get(k, 0.0) + v
+        out = {k: (v / w if w > 0 else 0.0) for k, (v, w) in total.items()}
+        out.update({k: v / max(steps, 1) for k, v in shares.items()})
+        return dict(sorted(out.items()))
 
 
 class LearnerWorker:
@@ -252,8 +267,9 @@ class LearnerWorker:
         metrics = _Metrics()
         for _ in range(cfg.epochs):
             for k, part in enumerate(parts):
-                g_tok, g_seq = max(counts[k, 0].item(), 1.0), max(counts[k, 1].item(), 1.0)
-                step_sums: dict[str, float] = {}  # per-micro shares of global sums: add up
+                if counts[k, 0].item() == 0:  # no loss token on any rank: no step (same on all ranks)
+                    continue
+                g_tok, g_seq = counts[k, 0].item(), counts[k, 1].item()
                 for mb, real in self._padded_micro_batches(part, n_micro[k], batch):
                     lp, ent = self._forward(self.engine, mb, grad=True, entropy_grad=entropy_grad)
                     if not real:
@@ -275,17 +291,16 @@ class LearnerWorker:
                     self._token_metrics(metrics, mb, lp.detach(), ent.detach(), old, ref, mask)
                     for name, value in loss_metrics.items():
                         if name in _SHARE_METRICS:
-                            step_sums[name] = step_sums.get(name, 0.0) + float(value)
+                            metrics.add_share(name, float(value))
                         elif n > 0:
                             metrics.add(name, float(value), n)
                 self.engine.step()
                 self.steps += 1
-                for name, value in step_sums.items():  # sum over micro-batches and ranks, mean over steps
-                    metrics.add(name, value * self.world_size, 1.0)
-                grad_norm = self.engine.get_global_grad_norm()
-                metrics.add("grad_norm", float(grad_norm) if grad_norm is not None else float("nan"),
-                            1.0)
-        out = metrics.reduce(self.world_size)
+                grad_norm = self.engine.get_global_grad_norm()  # None under ZeRO-0: not reported
+                if grad_norm is not None:
+                    metrics.add("grad_norm", float(grad_norm), 1.0)
+        steps = cfg.epochs * int((counts[:, 0] > 0).sum())
+        out = metrics.reduce(self.world_size, steps=steps)
         seconds = time.perf_counter() - start
         train_tokens = float(counts[:, 2].sum()) * cfg.epochs
         out.update(train_tokens=train_tokens, train_loss_tokens=float(counts[:, 0].sum()),

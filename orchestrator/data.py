@@ -81,6 +81,10 @@ class ArithmeticData(_DataBase):
     min_digits: int = Field(default=1, ge=1, le=9, description="Fewest digits of an operand "
                             "(1 digit means 0-9, n>1 digits means 10^(n-1)..10^n-1).")
     max_digits: int = Field(default=1, ge=1, le=9, description="Most digits of an operand.")
+    max_value: int | None = Field(
+        default=None, ge=0, description="Optional cap on every operand (finer than digits: e.g. "
+        "min_digits=1, max_digits=2, max_value=19 draws 0-9 or 10-19)."
+    )
     num_operands: int = Field(default=2, ge=2, le=6, description="Operands per expression.")
     allow_negative: bool = Field(
         default=False, description="Allow negative answers; if false such expressions are redrawn."
@@ -98,6 +102,9 @@ class ArithmeticData(_DataBase):
     def _digit_range(self) -> ArithmeticData:
         if self.min_digits > self.max_digits:
             raise ValueError(f"min_digits ({self.min_digits}) > max_digits ({self.max_digits})")
+        if self.max_value is not None and self.max_value < _lowest(self.max_digits):
+            raise ValueError(f"max_value ({self.max_value}) is below the smallest "
+                             f"{self.max_digits}-digit number")
         if "{expr}" not in self.question_template:
             raise ValueError("question_template must contain '{expr}'")
         return self
@@ -427,10 +434,14 @@ def load_data(cfg: DataConfig) -> LoadedData:
 # arithmetic generator
 
 
+def _lowest(digits: int) -> int:
+    return 0 if digits == 1 else 10 ** (digits - 1)
+
+
 def _operand(rng: random.Random, cfg: ArithmeticData) -> int:
     digits = rng.randint(cfg.min_digits, cfg.max_digits)
-    lo = 0 if digits == 1 else 10 ** (digits - 1)
-    return rng.randint(lo, 10**digits - 1)
+    hi = 10**digits - 1 if cfg.max_value is None else min(10**digits - 1, cfg.max_value)
+    return rng.randint(_lowest(digits), hi)
 
 
 def _evaluate(operands: Sequence[int], ops: Sequence[str]) -> int:

@@ -191,6 +191,14 @@ def test_arithmetic_generator_deterministic_and_correct():
     assert row.meta["expr"] in row.messages[-1]["content"]
 
 
+def test_arithmetic_max_value():
+    cfg = ArithmeticData(min_digits=1, max_digits=2, max_value=19, num_train=200, num_eval=0)
+    ops = [int(t) for r in load_data(cfg).train for t in r.meta["expr"].split()[0::2]]
+    assert max(ops) <= 19 and any(x >= 10 for x in ops) and any(x < 10 for x in ops)
+    with pytest.raises(ValidationError, match="max_value"):
+        ArithmeticData(min_digits=1, max_digits=2, max_value=5)
+
+
 def _rows(n):
     cfg = ArithmeticData(num_train=n, num_eval=0)
     return generate_arithmetic(cfg, "train", n)

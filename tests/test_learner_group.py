@@ -17,7 +17,9 @@ L = 16
 def ray_cluster():
     import ray
 
+    global _receive_once
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    _receive_once = ray.remote(num_cpus=0)(_receive_once_fn)
     yield
     ray.shutdown()
 
@@ -36,12 +38,23 @@ def uneven_batch(num_seqs: int = 5) -> TrainBatch:
     return TrainBatch(ids, attn, loss_mask, adv, torch.zeros(num_seqs, L))
 
 
-# eps=1: Adam's first step is ~lr*g/(|g|+eps), close to linear in g, so the comparison tests the
-# gradient itself rather than the sign of near-zero entries (which fp32 reduction order can flip).
-CFG = dict(lr=1e-2, eps=1.0, micro_batch_size=2, mini_batches=2)
+def _receive_once_fn(addr, port, plan):
+    """The rollout side's half of the protocol (what actors/ copies), as a Ray task."""
+    from learner import weight_sync
+
+    pg = weight_sync.create_weight_group(addr, port, rank=1, world_size=2, backend="gloo",
+                                         timeout_s=120)
+    return {n: t.clone() for bucket in plan for n, t in weight_sync.receive_bucket(pg, bucket)}
 
 
-def test_two_rank_update_equals_one_rank_update(ray_cluster, tiny_model_dir):
+# grad_clip=0: clipping would hide a gradient scale error (a mutation dropping the world_size factor
+# passed with clipping on). eps=1: Adam's first step is ~lr*g/(|g|+eps), close to linear in g, so the
+# comparison tests the gradient itself, not the sign of near-zero entries (reduction order can flip it).
+CFG = dict(lr=1e-2, eps=1.0, grad_clip=0.0, micro_batch_size=2, mini_batches=2)
+
+
+@pytest.mark.parametrize("zero_stage", [2, pytest.param(3, marks=pytest.mark.slow)])
+def test_two_rank_update_equals_one_rank_update(ray_cluster, tiny_model_dir, zero_stage):
     from learner.group import LearnerGroup
     from learner.worker import LearnerWorker
 
@@ -51,7 +64,7 @@ def test_two_rank_update_equals_one_rank_update(ray_cluster, tiny_model_dir):
     ref_metrics = reference.train_step(batch)
     expected = reference.named_parameters_cpu()
 
-    group = LearnerGroup(LearnerConfig(num_ranks=2, **CFG), str(tiny_model_dir))
+    group = LearnerGroup(LearnerConfig(num_ranks=2, zero_stage=zero_stage, **CFG), str(tiny_model_dir))
     try:
         import ray
 
@@ -67,16 +80,39 @@ def test_two_rank_update_equals_one_rank_update(ray_cluster, tiny_model_dir):
 
         exported = {n: t for bucket, ref in zip(plan, export["refs"])
                     for n, t in unpack_bucket(ray.get(ref), bucket)}
+
+        # Collective push through the group to a receiver task (rank 1 of the weight group).
+        addr, port = group.weight_group_address()
+        receiver = _receive_once.remote(addr, port, plan)
+        ray.get(group.init_weight_group(addr, port, 2))
+        pushed = ray.get(group.broadcast_weights())
+        received = ray.get(receiver)
+        assert pushed["buckets"] == len(plan) and pushed["bytes"] > 0
+
+        # One sequence for two ranks: rank 1 holds nothing and only runs zero-loss passes.
+        single = batch.select([0])
+        metrics_single = group.train_step(single)
+        params_single = ray.get(group.actors[0].named_parameters_cpu.remote())
     finally:
         group.shutdown()
 
+    # atol 3e-7: a couple of fp32 ulps of parameters of magnitude ~1 (norm weights), where the
+    # delta is read back as a difference of rounded parameters.
     for name, p in expected.items():
         delta, delta2 = p - before[name], params[name] - before[name]
         assert delta.abs().max() > 0, name
-        torch.testing.assert_close(delta2, delta, rtol=1e-4, atol=1e-7, msg=name)
+        torch.testing.assert_close(delta2, delta, rtol=1e-4, atol=3e-7, msg=lambda m, n=name: f"{n}: {m}")
         assert torch.equal(params[name], params_rank1[name]), name
         assert torch.equal(exported[name], params[name]), name
+        assert torch.equal(received[name], params[name]), name
     for key in ("loss", "grad_norm", "entropy", "pg_loss"):
         assert metrics[key] == pytest.approx(ref_metrics[key], rel=1e-4, abs=1e-6), key
     assert metrics["train_tokens"] == ref_metrics["train_tokens"] == batch.num_tokens
     torch.testing.assert_close(logprobs, reference.compute_logprobs(batch), rtol=1e-4, atol=1e-5)
+
+    ref_single = reference.train_step(single)
+    assert metrics_single["loss"] == pytest.approx(ref_single["loss"], rel=1e-4, abs=1e-6)
+    after = reference.named_parameters_cpu()
+    for name, p in after.items():
+        torch.testing.assert_close(params_single[name] - expected[name], p - expected[name],
+                                   rtol=1e-3, atol=3e-7, msg=lambda m, n=name: f"{n}: {m}")

@@ -1,0 +1,81 @@
+"""`forkrl` console script. Heavy imports (torch, ray, vllm) happen inside the commands, so
+`forkrl --help` answers at once."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="forkrl", description="RLVR with entropy-controlled policy updates on Ray.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="run a training job (local Ray, or the cluster in $RAY_ADDRESS)")
+    t.add_argument("recipe", help="job YAML, e.g. recipes/grpo.yaml")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. trainer.steps=5")
+    t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    t.add_argument("--run-dir", help="run directory (default: logging.output_dir/run_name)")
+
+    c = sub.add_parser("config", help="validate a recipe and print the resolved config")
+    c.add_argument("recipe")
+    c.add_argument("overrides", nargs="*")
+
+    m = sub.add_parser("models", help="prepare offline model checkpoints")
+    msub = m.add_subparsers(dest="models_cmd", required=True)
+    mp = msub.add_parser("prepare", help="fetch and convert a known model (e.g. smollm2-135m) into the cache")
+    mp.add_argument("name", nargs="?", default="smollm2-135m")
+    mp.add_argument("--force", action="store_true", help="convert again even if prepared")
+    return p
+
+
+def _run_dir(cfg, recipe: str, explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    name = cfg.logging.run_name or Path(recipe).stem
+    return Path(cfg.logging.output_dir) / name
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    from orchestrator.config import ConfigError, dump_config, load_config
+
+    if args.cmd == "models":
+        from orchestrator.models import ModelResolutionError, prepare_model
+
+        try:
+            print(prepare_model(args.name, force=args.force))
+        except ModelResolutionError as e:
+            print(f"forkrl: {e}", file=sys.stderr)
+            return 2
+        return 0
+    try:
+        cfg = load_config(args.recipe, args.overrides)
+    except ConfigError as e:
+        print(f"forkrl: {e}", file=sys.stderr)
+        return 2
+    if args.cmd == "config":
+        print(dump_config(cfg), end="")
+        return 0
+
+    from orchestrator.models import ModelResolutionError
+    from orchestrator.trainer import Trainer
+
+    trainer = Trainer(cfg, _run_dir(cfg, args.recipe, args.run_dir), resume=args.resume)
+    try:
+        summary = trainer.run()
+    except ModelResolutionError as e:
+        print(f"forkrl: {e}", file=sys.stderr)
+        return 2
+    finally:
+        trainer.shutdown()
+    print(f"forkrl: {summary['steps']} steps in {summary['seconds']:.0f}s; run dir {summary['run_dir']}"
+          + (f"; curves {summary['plot']}" if summary.get("plot") else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Per-step metrics: one dict per step, sent to three places at once.
+
+- the Ray dashboard / Prometheus, as `ray.util.metrics` gauges named `forkrl_<metric>` (Ray exports
+  them as `ray_forkrl_<metric>` on the node's metrics port);
+- `metrics.jsonl` in the run dir (one JSON object per line, appended, so a resumed run continues it);
+- PNG curves (reward, accuracy, entropy, held-out accuracy) written by `plot_run`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+PLOTTED = (("reward/mean", "train reward"), ("eval/accuracy", "held-out pass@1"),
+           ("policy/entropy", "policy entropy"), ("response/length_mean", "response length"))
+
+
+def _gauge_name(key: str) -> str:
+    return "forkrl_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+
+
+class MetricsSink:
+    def __init__(self, run_dir: Path, ray_metrics: bool = True, job: str = "forkrl"):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.ray_metrics = ray_metrics
+        self.job = job
+        self._gauges: dict[str, Any] = {}
+
+    def _gauge(self, key: str):
+        if key not in self._gauges:
+            from ray.util.metrics import Gauge
+
+            self._gauges[key] = Gauge(_gauge_name(key), description=f"forkrl {key}", tag_keys=("job",))
+        return self._gauges[key]
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **clean}) + "\n")
+        if self.ray_metrics:
+            for k, v in clean.items():
+                self._gauge(k).set(v, tags={"job": self.job})
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Rows of a metrics.jsonl; a later row for the same step (after a resume) replaces the earlier."""
+    by_step: dict[tuple[int, bool], dict] = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            key = (row["step"], any(k.startswith("eval/") for k in row))
+            by_step[key] = row
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def plot_run(metrics_path: Path, out_png: Path, title: str = "") -> Path | None:
+    """Reward, held-out accuracy, entropy and length against step, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    panels = [(k, label) for k, label in PLOTTED if any(k in r for r in rows)]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 30 else None)
+        ax.set_title(label)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
