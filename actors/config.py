@@ -17,6 +17,9 @@ class RolloutConfig(BaseModel):
     gpus_per_actor: int = Field(
         0, ge=0, description="GPUs reserved per actor; must equal tensor_parallel_size on GPU clusters, 0 on CPU.")
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per actor in its placement bundle.")
+    bundle_resources: dict[str, float] = Field(
+        default_factory=dict, description="Extra Ray resources per actor bundle, e.g. {forkrl_rollout: 1} to pin "
+        "rollout actors to the rollout worker type of cluster_configs/ray-cluster.yaml.")
     tensor_parallel_size: int = Field(1, ge=1, description="Tensor-parallel degree of each vLLM engine.")
     samples_per_prompt: int = Field(8, ge=1, description="Group size G: samples drawn per prompt.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature T; the learner divides logits by the same T.")

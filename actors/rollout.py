@@ -73,6 +73,7 @@ class RolloutGroup:
         bundle = {"CPU": cfg.cpus_per_actor}
         if cfg.gpus_per_actor:
             bundle["GPU"] = cfg.gpus_per_actor
+        bundle.update(cfg.bundle_resources)
         self.pg = placement or placement_group([dict(bundle) for _ in range(cfg.num_actors)], strategy="PACK")
         ray.get(self.pg.ready())
         env = {"TOKENIZERS_PARALLELISM": "false"}

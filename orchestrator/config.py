@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from actors.config import RolloutConfig
 from learner.config import LearnerConfig
+from orchestrator.curriculum import CurriculumConfig
 from orchestrator.data import ArithmeticData, DataConfig
 from rewards.config import RewardConfig
 
@@ -53,6 +54,8 @@ class AlgorithmConfig(_Section):
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig,
                                                     description="DAPO dynamic sampling.")
     overlong: OverlongConfig = Field(default_factory=OverlongConfig, description="Overlong-response handling.")
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig,
+                                         description="SENT semantic-entropy curriculum.")
 
 
 class ClusterConfig(_Section):

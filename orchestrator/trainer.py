@@ -109,6 +109,29 @@ class Trainer:
                                    job=self.run_dir.name)
         if self.resume:
             self._restore()
+        if cfg.algorithm.curriculum.enabled and (self.step_idx == 0 or not self.resume):
+            self.apply_curriculum()
+
+    def apply_curriculum(self) -> dict[str, float]:
+        """(Re-)estimate semantic entropy with the current policy and reorder the prompt stream."""
+        from orchestrator.curriculum import estimate_order
+        from rewards import answers_equivalent
+
+        cc = self.cfg.algorithm.curriculum
+        rows = self.stream.rows[: cc.max_prompts] if cc.max_prompts else list(self.stream.rows)
+
+        def sample_answers(batch):
+            out = self.generate(batch, seed=777 + self.step_idx, n=cc.samples, temperature=cc.temperature)
+            scores = self.verify(batch, out["generations"], f"se{self.step_idx}")
+            answers: list[list] = [[] for _ in batch]
+            for g, s in zip(out["generations"], scores):
+                answers[g.prompt_index].append(s.extracted)
+            return answers
+
+        order, se = estimate_order(rows, sample_answers, answers_equivalent, cc.num_stages)
+        self.stream.set_order(order)
+        vals = list(se.values())
+        return {"curriculum/se_mean": sum(vals) / len(vals), "curriculum/prompts": float(len(vals))}
 
     def _restore(self) -> None:
         last = ckpt.latest(self.run_dir / "checkpoints")
@@ -291,9 +314,13 @@ class Trainer:
             self.metrics.log(0, ev)
             log.info("step 0 eval: %s", _fmt(ev))
         bar = _progress(cfg, self.step_idx)
+        cc = cfg.algorithm.curriculum
         while self.step_idx < cfg.trainer.steps:
             m = self.step()
             self.step_idx += 1
+            if cc.enabled and cc.reestimate_every_steps and self.step_idx % cc.reestimate_every_steps == 0 \
+                    and self.step_idx < cfg.trainer.steps:
+                m.update(self.apply_curriculum())
             if not math.isnan(m.get("policy/entropy", float("nan"))):
                 if not math.isnan(last_entropy):
                     m["policy/entropy_change"] = m["policy/entropy"] - last_entropy
