@@ -26,7 +26,7 @@ from orchestrator.data import ArithmeticData, generate_arithmetic  # noqa: E402
 BOX = "Put your final answer in \\boxed{}."
 # name -> ArithmeticData overrides. The default ArithmeticData is the chosen candidate.
 CANDIDATES: dict[str, dict] = {
-    "default": {},
+    "default": {},  # = add_max19, chosen: 17.4% mean acc, 64.1% pass@8 (64 prompts x 8)
     "add1": dict(operations=["+"], min_digits=1, max_digits=1),
     "add1_nobox": dict(operations=["+"], min_digits=1, max_digits=1, prompt_template="{prompt}"),
     "add1_sys": dict(operations=["+"], min_digits=1, max_digits=1,

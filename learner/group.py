@@ -6,7 +6,7 @@ when to train or push (the orchestrator's loop), or talk to rollout actors direc
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from learner.config import LearnerConfig
 from learner.types import TrainBatch

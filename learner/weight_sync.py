@@ -20,7 +20,6 @@ What this module does not do: decide when to push, bump weight versions, or load
 from __future__ import annotations
 
 import math
-import time
 from datetime import timedelta
 from typing import Iterable, Sequence
 
@@ -151,6 +150,13 @@ def receive_bucket(pg, plan_bucket: Bucket, device: torch.device | str = "cpu"
     flat = torch.empty(bucket_numel(plan_bucket), dtype=str_dtype(plan_bucket[0][1]), device=device)
     broadcast_flat(pg, flat)
     return unpack_bucket(flat, plan_bucket)
+
+
+def receive_push(master_addr: str, master_port: int, rank: int, world_size: int, plan: Plan,
+                 backend: str = "gloo", timeout_s: float = 600.0) -> dict[str, torch.Tensor]:
+    """Reference receiver for tests: join the weight group and receive one full push."""
+    pg = create_weight_group(master_addr, master_port, rank, world_size, backend, timeout_s)
+    return {name: t.clone() for bucket in plan for name, t in receive_bucket(pg, bucket)}
 
 
 def check_plan_covers(plan: Plan, names: Sequence[str]) -> None:

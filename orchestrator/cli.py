@@ -22,11 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("recipe")
     c.add_argument("overrides", nargs="*")
 
-    m = sub.add_parser("models", help="prepare offline model checkpoints")
-    msub = m.add_subparsers(dest="models_cmd", required=True)
-    mp = msub.add_parser("prepare", help="fetch and convert a known model (e.g. smollm2-135m) into the cache")
-    mp.add_argument("name", nargs="?", default="smollm2-135m")
-    mp.add_argument("--force", action="store_true", help="convert again even if prepared")
+    m = sub.add_parser("models", help="offline models: prepare NAME [--force] | list | path NAME",
+                       add_help=False)
+    m.add_argument("models_args", nargs=argparse.REMAINDER)
     return p
 
 
@@ -39,6 +37,13 @@ def _run_dir(cfg, recipe: str, explicit: str | None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["models"]:  # its own sub-CLI, options included
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        from orchestrator.models import models_main
+
+        return models_main(list(argv[1:]))
     # Overrides may come after options (`train r.yaml --resume a.b=1`): collect the stragglers.
     args, extra = parser.parse_known_args(argv)
     bad = [x for x in extra if x.startswith("-") or "=" not in x or not hasattr(args, "overrides")]
@@ -51,14 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.config import ConfigError, dump_config, load_config
 
     if args.cmd == "models":
-        from orchestrator.models import ModelResolutionError, prepare_model
+        from orchestrator.models import models_main
 
-        try:
-            print(prepare_model(args.name, force=args.force))
-        except ModelResolutionError as e:
-            print(f"forkrl: {e}", file=sys.stderr)
-            return 2
-        return 0
+        return models_main(args.models_args)
     try:
         cfg = load_config(args.recipe, args.overrides)
     except ConfigError as e:

@@ -174,20 +174,38 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        # A tagged section that changes its `type` replaces the base's wholesale (its fields differ).
+        same_kind = isinstance(v, dict) and isinstance(out.get(k), dict) and v.get("type", out[k].get("type")) \
+            == out[k].get("type")
+        out[k] = _merge(out[k], v) if same_kind else v
+    return out
+
+
+def _read_recipe(p: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A recipe may name `base: other.yaml` (relative to itself) and override only what differs."""
+    if not p.is_file():
+        raise ConfigError(f"recipe {p} does not exist")
+    if p.resolve() in seen:
+        raise ConfigError(f"recipe {p}: 'base' chain loops")
+    try:
+        tree = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {p} is not valid YAML: {e}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"recipe {p} must be a mapping of sections, got {type(tree).__name__}")
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    return _merge(_read_recipe(p.parent / str(base), seen + (p.resolve(),)), tree)
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> JobConfig:
     """YAML recipe + `key.sub=value` overrides -> a validated JobConfig, or one ConfigError."""
-    tree: dict = {}
     source = str(path) if path else "<defaults>"
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"recipe {source} does not exist")
-        try:
-            tree = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"recipe {source} is not valid YAML: {e}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"recipe {source} must be a mapping of sections, got {type(tree).__name__}")
+    tree = _read_recipe(Path(path)) if path is not None else {}
     for key, value in parse_overrides(list(overrides or [])):
         _set_path(tree, key, value)
     try:

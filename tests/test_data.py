@@ -199,6 +199,15 @@ def test_arithmetic_max_value():
         ArithmeticData(min_digits=1, max_digits=2, max_value=5)
 
 
+def test_arithmetic_defaults_are_the_calibrated_task():
+    cfg = ArithmeticData()
+    assert (cfg.operations, cfg.min_digits, cfg.max_digits, cfg.max_value, cfg.num_operands) == (
+        ["+"], 1, 2, 19, 2)
+    row = generate_arithmetic(cfg, "train", 1)[0]
+    assert row.messages == [{"role": "user", "content": f"What is {row.meta['expr']}?\n"
+                             "Put your final answer in \\boxed{}."}]
+
+
 def _rows(n):
     cfg = ArithmeticData(num_train=n, num_eval=0)
     return generate_arithmetic(cfg, "train", n)

@@ -17,9 +17,7 @@ L = 16
 def ray_cluster():
     import ray
 
-    global _receive_once
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    _receive_once = ray.remote(num_cpus=0)(_receive_once_fn)
     yield
     ray.shutdown()
 
@@ -36,15 +34,6 @@ def uneven_batch(num_seqs: int = 5) -> TrainBatch:
     loss_mask *= attn
     adv = torch.linspace(-1.0, 1.5, num_seqs).unsqueeze(1).expand(num_seqs, L).clone()
     return TrainBatch(ids, attn, loss_mask, adv, torch.zeros(num_seqs, L))
-
-
-def _receive_once_fn(addr, port, plan):
-    """The rollout side's half of the protocol (what actors/ copies), as a Ray task."""
-    from learner import weight_sync
-
-    pg = weight_sync.create_weight_group(addr, port, rank=1, world_size=2, backend="gloo",
-                                         timeout_s=120)
-    return {n: t.clone() for bucket in plan for n, t in weight_sync.receive_bucket(pg, bucket)}
 
 
 # grad_clip=0: clipping would hide a gradient scale error (a mutation dropping the world_size factor
@@ -83,10 +72,12 @@ def test_two_rank_update_equals_one_rank_update(ray_cluster, tiny_model_dir, zer
 
         # Collective push through the group to a receiver task (rank 1 of the weight group).
         addr, port = group.weight_group_address()
-        receiver = _receive_once.remote(addr, port, plan)
-        ray.get(group.init_weight_group(addr, port, 2))
-        pushed = ray.get(group.broadcast_weights())
-        received = ray.get(receiver)
+        from learner.weight_sync import receive_push
+
+        receiver = ray.remote(num_cpus=0)(receive_push).remote(addr, port, 1, 2, plan, "gloo", 60)
+        ray.get(group.init_weight_group(addr, port, 2), timeout=90)
+        pushed = ray.get(group.broadcast_weights(), timeout=90)
+        received = ray.get(receiver, timeout=90)
         assert pushed["buckets"] == len(plan) and pushed["bytes"] > 0
 
         # One sequence for two ranks: rank 1 holds nothing and only runs zero-loss passes.

@@ -75,6 +75,10 @@ def test_config_rejects_unknown_fields_and_resolves_auto():
     assert cfg.loss.type == "clip_cov"
     assert cfg.resolve_dtype(on_gpu=False) == "float32" and cfg.resolve_dtype(on_gpu=True) == "bfloat16"
     assert cfg.resolve_sync_backend() == "gloo"
+    with pytest.raises(Exception, match="ref_model"):
+        LearnerConfig(loss={"type": "ppo_clip", "ref_kl": {"coef": 0.1}})
+    with pytest.raises(Exception, match="ref_kl"):
+        LearnerConfig(ref_model=True)
 
 
 # ---- LearnerWorker --------------------------------------------------------------------------------
@@ -140,3 +144,11 @@ def test_save_hf_roundtrip(tiny_model_dir, tmp_path):
     for name, p in loaded.named_parameters():
         assert torch.equal(p.detach(), params[name]), name
     assert (tmp_path / "hf" / "tokenizer.json").exists()
+
+
+def test_reference_model_kl(tiny_model_dir):
+    worker = make_worker(tiny_model_dir, ref_model=True, loss={"type": "ppo_clip", "ref_kl": {"coef": 0.1}})
+    first = worker.train_step(make_batch(2, seed=6))
+    assert first["kl"] == pytest.approx(0.0, abs=1e-7)  # policy == reference before the first step
+    second = worker.train_step(make_batch(2, seed=6))
+    assert second["kl"] > 1e-6 and second["kl_ref_k3"] == pytest.approx(second["kl"], rel=1e-4)
