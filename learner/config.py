@@ -45,6 +45,9 @@ class LearnerConfig(BaseModel):
     num_ranks: int = Field(1, ge=1, description="Data-parallel learner ranks (one Ray actor each).")
     gpus_per_rank: float = Field(0, ge=0, description="GPUs per rank; 0 trains on CPU (gloo, fp32).")
     cpus_per_rank: float = Field(1, gt=0, description="CPUs reserved per rank in the placement group.")
+    bundle_resources: dict[str, float] = Field(
+        default_factory=dict, description="Extra Ray resources per rank bundle, e.g. {forkrl_learner: 1} to pin "
+        "ranks to the learner worker type of cluster_configs/ray-cluster.yaml.")
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage (0-3). 2 is the tested default.")
     lr: float = Field(1e-6, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")

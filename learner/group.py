@@ -27,6 +27,7 @@ class LearnerGroup:
             bundle: dict[str, float] = {"CPU": cfg.cpus_per_rank}
             if cfg.gpus_per_rank > 0:
                 bundle["GPU"] = cfg.gpus_per_rank
+            bundle.update(cfg.bundle_resources)
             placement_group = make_placement_group([dict(bundle) for _ in range(cfg.num_ranks)],
                                                    strategy="PACK", name="")
             ray.get(placement_group.ready())

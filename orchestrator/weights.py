@@ -33,7 +33,7 @@ class WeightPusher:
                 self.transport = "object_store"
 
     def _init_group(self) -> None:
-        host, port = ray.get(self.learner.actors[0].get_address.remote())
+        host, port = self.learner.weight_group_address()
         world = 1 + self.rollout.num_receiver_ranks
         refs = [self.learner.init_weight_group(host, port, world)]
         refs += self.rollout.init_weight_group_refs(host, port, self.backend)

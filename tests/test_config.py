@@ -34,6 +34,7 @@ def test_cluster_configs_parse_and_run_a_recipe(path):
 def test_recipe_resources_match_cluster_worker_types():
     cfg = load_config(ROOT / "recipes" / "gpu_cluster.yaml")
     assert "forkrl_rollout" in cfg.rollout.bundle_resources
+    assert "forkrl_learner" in cfg.learner.bundle_resources
 
 
 def test_base_inheritance_overrides_only_what_differs():
