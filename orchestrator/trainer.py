@@ -75,7 +75,7 @@ class Trainer:
         from learner.group import LearnerGroup
         from orchestrator.data import PromptStream, load_data
         from orchestrator.metrics import MetricsSink
-        from orchestrator.models import resolve_model
+        from orchestrator.models import check_model_reachable, resolve_model
         from orchestrator.weights import WeightPusher
         from rewards.pool import VerifierPool
 
@@ -87,6 +87,8 @@ class Trainer:
         torch.manual_seed(cfg.trainer.seed)
 
         self.model_path = resolve_model(cfg.model.path)
+        if not Path(self.model_path).is_dir():  # a hub id: fail in one line if it cannot be fetched
+            check_model_reachable(self.model_path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.tokenizer.eos_token_id
