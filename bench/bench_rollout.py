@@ -21,22 +21,26 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--cpus-per-actor", type=float, default=2.0,
+                    help="Ray sets OMP_NUM_THREADS to this: the engine's thread count")
     args = ap.parse_args()
 
     import ray
     from vllm import LLM, SamplingParams
 
     from actors.config import RolloutConfig
+    from actors.engines import cpu_scheduling_args
     from actors.rollout import RolloutGroup
 
     model = bench_model(args.model)
     prompts = arithmetic_prompt_ids(model, args.prompts)
-    cfg = RolloutConfig(samples_per_prompt=args.n, max_new_tokens=args.max_tokens, kv_cache_gb=1.0,
+    cfg = RolloutConfig(cpus_per_actor=args.cpus_per_actor, samples_per_prompt=args.n, max_new_tokens=args.max_tokens, kv_cache_gb=1.0,
                         max_model_len=1024)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=max(2, int(args.cpus_per_actor + 0.999)), include_dashboard=False, log_to_driver=False)
     group = RolloutGroup(cfg, model)
     bare = LLM(model=model, dtype=cfg.resolved_dtype(), enforce_eager=True, max_model_len=1024,
-               kv_cache_memory_bytes=2**30, seed=0, logprobs_mode="processed_logprobs")
+               kv_cache_memory_bytes=2**30, seed=0, logprobs_mode="processed_logprobs",
+               **cpu_scheduling_args(cfg))  # same scheduler settings as ours (see that function)
 
     def run_bare(seed: int) -> tuple[int, float]:
         sp = [SamplingParams(n=args.n, temperature=1.0, max_tokens=args.max_tokens, logprobs=0, seed=seed + i)
