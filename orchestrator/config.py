@@ -129,6 +129,9 @@ class JobConfig(_Section):
         if _needs_reference(self.learner.loss) and not self.learner.ref_model:
             problems.append(f"learner.loss (type {self.learner.loss.type!r}) uses reference KL: "
                             "set learner.ref_model=true")
+        if getattr(self.learner.loss, "scope", "micro") != "micro":
+            problems.append(f"learner.loss.scope={self.learner.loss.scope!r}: only 'micro' (what all three "
+                            "reference codes use) is implemented in the learner so far")
         if self.learner.weight_sync.backend == "nccl" and not self.rollout.gpus_per_actor:
             problems.append("learner.weight_sync.backend='nccl' needs GPU rollout actors (rollout.gpus_per_actor)")
         if problems:

@@ -53,6 +53,7 @@ def test_base_inheritance_overrides_only_what_differs():
     (["rollout.max_new_tokens=2000", "rollout.max_model_len=1024"], "rollout.max_new_tokens"),
     (["rollout.tensor_parallel_size=2"], "rollout.tensor_parallel_size"),
     (["algorithm.advantage=ppo"], "algorithm.advantage"),
+    (["learner.loss.scope=global"], "learner.loss.scope"),
     (["data.type=jsonl"], "data.jsonl.path"),
 ])
 def test_bad_config_names_the_field(override, field):
