@@ -91,6 +91,19 @@ class RolloutGroup:
         ]
         ray.get([a.ready.remote() for a in self.actors])
 
+    def wait_restarted(self, timeout_s: float = 600.0) -> None:
+        """Block until every actor answers again (Ray restarts a dead one: max_restarts=1)."""
+        deadline = time.time() + timeout_s
+        for a in self.actors:
+            while True:
+                try:
+                    ray.get(a.ready.remote(), timeout=max(1.0, deadline - time.time()))
+                    break
+                except ray.exceptions.RayActorError:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(2)
+
     @property
     def num_receiver_ranks(self) -> int:
         return self.cfg.num_actors * self.cfg.tensor_parallel_size

@@ -168,7 +168,20 @@ class Trainer:
         return out
 
     def generate(self, rows, seed: int, n: int | None = None, temperature: float | None = None) -> dict:
-        return self.rollout.generate(self._prompt_ids(rows), seed=seed, n=n, temperature=temperature)
+        import ray
+
+        ids = self._prompt_ids(rows)
+        try:
+            return self.rollout.generate(ids, seed=seed, n=n, temperature=temperature)
+        except ray.exceptions.RayActorError as e:
+            # Ray restarts a dead rollout actor with the initial weights: bring it to the current
+            # version, then retry the batch once (nothing was kept from the failed attempt).
+            log.warning("rollout actor died (%s); restoring weights v%d and retrying", type(e).__name__,
+                        self.version)
+            self.rollout.wait_restarted()
+            self.pusher.transport = "object_store"  # its collective group died with it
+            self.pusher.refresh_stale()
+            return self.rollout.generate(ids, seed=seed, n=n, temperature=temperature)
 
     def verify(self, rows, gens, tag: str):
         from rewards.types import Sample

@@ -43,10 +43,19 @@ class WeightPusher:
         """Send the learner's current weights; returns sync/{seconds,bytes,gb_per_s} for the log."""
         t0 = time.perf_counter()
         if self.transport == "collective":
-            recv = self.rollout.receive_broadcast_refs(self.plan, version)
-            sent = ray.get(self.learner.broadcast_weights())
-            ray.get(recv)
-            nbytes = sent["bytes"]
+            try:
+                recv = self.rollout.receive_broadcast_refs(self.plan, version)
+                sent = ray.get(self.learner.broadcast_weights())
+                ray.get(recv)
+                nbytes = sent["bytes"]
+            except (ray.exceptions.RayError, RuntimeError) as e:
+                # A receiver died (Ray restarts it with the initial weights) and the group is gone
+                # with it: every actor gets this version through the object store from now on.
+                log.warning("collective weight push failed (%s); switching to the Ray object store",
+                            str(e).splitlines()[0][:200])
+                self.transport = "object_store"
+                self.rollout.wait_restarted()
+                return self.push(version)
         else:
             exp = self.learner.export_weights_refs()
             self.rollout.load_from_object_store(exp["plan"], exp["refs"], version)

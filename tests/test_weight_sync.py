@@ -49,3 +49,27 @@ def test_pushed_weights_match_learner_logprobs(ray_local, tiny_model_dir, transp
     finally:
         rollout.shutdown()
         learner.shutdown()
+
+
+def test_dead_rollout_actor_is_restarted_and_brought_to_the_current_weights(ray_local, tiny_model_dir):
+    lcfg = LearnerConfig(lr=5e-3, micro_batch_size=8)
+    rcfg = RolloutConfig(samples_per_prompt=2, max_new_tokens=6, max_model_len=128, kv_cache_gb=0.1)
+    learner = LearnerGroup(lcfg, str(tiny_model_dir), seed=0)
+    rollout = RolloutGroup(rcfg, str(tiny_model_dir))
+    try:
+        pusher = WeightPusher(learner, rollout, lcfg.weight_sync, "gloo")
+        gens = rollout.generate([[1, 5, 6]], seed=0)["generations"]
+        items = [TrainItem(g.prompt_ids, g.response_ids, g.logprobs, 1.0 - 2 * i) for i, g in enumerate(gens)]
+        learner.train_step(pack_batch(items, pad_id=0, temperature=1.0))
+        pusher.push(1)
+        ray.kill(rollout.actors[0], no_restart=False)  # Ray restarts it with the initial weights
+        stats = pusher.push(2)
+        assert pusher.transport == "object_store" and stats["sync/bytes"] > 0
+        assert rollout.weight_versions() == [2]
+        seq = [1, 5, 6, 7, 8, 9]
+        probe = pack_batch([TrainItem(seq[:2], seq[2:], [0.0] * 4, 0.0)], pad_id=0, temperature=1.0)
+        got = torch.tensor(rollout.prompt_logprobs([seq])[0])
+        assert torch.allclose(got, learner.compute_logprobs(probe)[0, 1:len(seq)], atol=1e-4)
+    finally:
+        rollout.shutdown()
+        learner.shutdown()
