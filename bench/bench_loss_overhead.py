@@ -21,6 +21,7 @@ def main() -> None:
     ap.add_argument("--len", type=int, default=128)
     ap.add_argument("--vocab", type=int, default=49152)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
 
     import torch
@@ -42,23 +43,30 @@ def main() -> None:
     adapter = TypeAdapter(PolicyLossConfig)
     cfgs = {k: adapter.validate_python(v) for k, v in configs.items()}
     torch.manual_seed(0)
+    dev = torch.device(args.device)
     B, T, V = args.seqs, args.len, args.vocab
-    logits0 = torch.randn(B, T, V) * 2
-    labels = torch.randint(0, V, (B, T))
-    mask = (torch.rand(B, T) > 0.1).float()
-    adv = torch.randn(B, 1).expand(B, T).contiguous()
+    logits0 = torch.randn(B, T, V, device=dev) * 2
+    labels = torch.randint(0, V, (B, T), device=dev)
+    mask = (torch.rand(B, T, device=dev) > 0.1).float()
+    adv = torch.randn(B, 1, device=dev).expand(B, T).contiguous()
     with torch.no_grad():
-        old = token_logprobs_and_entropy(logits0, labels)[0] + 0.05 * torch.randn(B, T)
-    ref = old + 0.05 * torch.randn(B, T)
+        old = token_logprobs_and_entropy(logits0, labels)[0] + 0.05 * torch.randn(B, T, device=dev)
+    ref = old + 0.05 * torch.randn(B, T, device=dev)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
     def step(cfg) -> float:
         logits = logits0.clone().requires_grad_(True)
+        sync()
         t0 = time.perf_counter()
         lp, ent = token_logprobs_and_entropy(logits, labels)
         inputs = LossInputs(logprobs=lp, old_logprobs=old, advantages=adv, mask=mask, entropy=ent,
                             ref_logprobs=ref, generator=torch.Generator().manual_seed(0))
         loss, _ = compute_policy_loss(inputs, cfg)
         loss.backward()
+        sync()
         return time.perf_counter() - t0
 
     for cfg in cfgs.values():
@@ -69,7 +77,7 @@ def main() -> None:
             times[name].append(step(cfg))
     base = statistics.median(times["ppo_clip"])
     print(f"loss step on {B}x{T} tokens, vocab {V} (logits {B * T * V * 4 / 2**20:.0f} MiB), "
-          f"median of {args.reps}, torch threads {torch.get_num_threads()}")
+          f"median of {args.reps}, device {dev}, torch threads {torch.get_num_threads()}")
     print(f"{'config':16s} {'ms':>9s} {'vs ppo_clip':>12s}")
     for name in cfgs:
         med = statistics.median(times[name])
