@@ -15,7 +15,6 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.config import RolloutConfig
 from actors.engines import make_engine
-from actors.types import Generation
 from actors.weight_receiver import BucketPlan
 
 

@@ -19,7 +19,7 @@ from learner.loss_config import (
     SENTLoss,
 )
 from learner.losses import LossInputs, compute_policy_loss, get_policy_loss, kl_estimate
-from learner.selectors import centred_cov, forking_mask, kl_cov_mask, sent_selection, TokenStats
+from learner.selectors import centred_cov, forking_mask, sent_selection, TokenStats
 
 AGGS = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
 
