@@ -178,9 +178,7 @@ class Trainer:
             # version, then retry the batch once (nothing was kept from the failed attempt).
             log.warning("rollout actor died (%s); restoring weights v%d and retrying", type(e).__name__,
                         self.version)
-            self.rollout.wait_restarted()
-            self.pusher.transport = "object_store"  # its collective group died with it
-            self.pusher.refresh_stale()
+            self.pusher.recover()
             return self.rollout.generate(ids, seed=seed, n=n, temperature=temperature)
 
     def verify(self, rows, gens, tag: str):

@@ -53,9 +53,8 @@ class WeightPusher:
                 # with it: every actor gets this version through the object store from now on.
                 log.warning("collective weight push failed (%s); switching to the Ray object store",
                             str(e).splitlines()[0][:200])
-                self.transport = "object_store"
-                self.rollout.wait_restarted()
-                return self.push(version)
+                self._fall_back()
+                return self.push(version)  # the object-store push reaches every actor anyway
         else:
             exp = self.learner.export_weights_refs()
             self.rollout.load_from_object_store(exp["plan"], exp["refs"], version)
@@ -63,6 +62,16 @@ class WeightPusher:
         self.version = version
         dt = time.perf_counter() - t0
         return {"sync/seconds": dt, "sync/bytes": float(nbytes), "sync/gb_per_s": nbytes / 1e9 / max(dt, 1e-9)}
+
+    def recover(self) -> int:
+        """After a rollout actor died: wait for Ray's restart, drop the (now broken) collective group
+        for the object store, and bring lagging actors to the current version. Returns how many."""
+        self._fall_back()
+        return self.refresh_stale()
+
+    def _fall_back(self) -> None:
+        self.rollout.wait_restarted()
+        self.transport = "object_store"
 
     def refresh_stale(self) -> int:
         """Reload actors whose weight version lags (e.g. restarted by Ray); returns how many."""
