@@ -84,20 +84,10 @@ class VerifierPool:
 
         def requeue(w: _Worker, reason: str) -> None:
             """The worker lost its queue (died or killed): charge the running head, resubmit the rest."""
-            culprit_seen = False
-            for task in w.queue:
+            for k, task in enumerate(w.queue):
                 owner.pop(task.ref, None)
                 if results[task.index] is not None:
                     continue
-                try:  # finished before the death but not yet collected: keep it, charge nobody
-                    done = ray.get(task.ref, timeout=0)
-                    if isinstance(done, Score):
-                        finish(task.index, done)
-                        continue
-                except Exception:  # noqa: BLE001 - not finished (or lost with the worker)
-                    pass
-                k = 1 if culprit_seen else 0  # the first unfinished task was the one running
-                culprit_seen = True
                 if k == 0 and reason == "died":
                     charged[task.index] += 1
                     if charged[task.index] >= 2:
@@ -105,7 +95,7 @@ class VerifierPool:
                         continue
                     self._stats["retries"] += 1
                     todo.appendleft(task.index)
-                else:
+                elif k > 0:
                     self._stats["resubmitted"] += 1
                     todo.appendleft(task.index)
             w.queue.clear()
