@@ -1,6 +1,10 @@
-"""Verifier throughput: samples/s for math and for code (HumanEval canonical solutions) at pool sizes 1, 2.
+"""Verifier throughput: samples/s for math and for code (HumanEval canonical solutions) at pool sizes 1, 2,
+with code sandboxed both ways: "fallback" (rlimits + private uid + netns: the isolation before bubblewrap)
+and "bwrap" (rewards.sandbox's bubblewrap sandbox). Math does not touch the sandbox: it is timed once per
+pool size.
 
-Run: python bench/bench_verifier.py [--math N] [--code N]. Starts a local Ray (2 CPUs).
+Run: python bench/bench_verifier.py [--math N] [--code N] [--isolation fallback bwrap]. Starts a local
+Ray (2 CPUs).
 """
 
 from __future__ import annotations
@@ -28,30 +32,38 @@ def _samples(n_math: int, n_code: int):
     return math_s, code_s
 
 
+def _time(pool, batch) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    scores = pool.score(batch)
+    return time.perf_counter() - t0, sum(s.correct for s in scores)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--math", type=int, default=400)
     ap.add_argument("--code", type=int, default=40)
+    ap.add_argument("--isolation", nargs="+", default=["fallback", "bwrap"], choices=["fallback", "bwrap", "auto"])
     args = ap.parse_args()
 
     import ray
 
-    from rewards.config import RewardConfig
+    from rewards.config import CodeRewardConfig, RewardConfig
     from rewards.pool import VerifierPool
 
     pythonpath = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
     math_s, code_s = _samples(args.math, args.code)
     for workers in (1, 2):
-        pool = VerifierPool(RewardConfig(num_workers=workers))
-        pool.score(math_s[:8] + code_s[:2])  # warm-up: imports, sympy caches
-        for name, batch in (("math", math_s), ("code", code_s)):
-            t0 = time.perf_counter()
-            scores = pool.score(batch)
-            dt = time.perf_counter() - t0
-            ok = sum(s.correct for s in scores)
-            print(f"{name:4s} workers={workers}  {len(batch) / dt:8.1f} samples/s  ({len(batch)} in {dt:.2f}s, {ok} correct)")
-        pool.shutdown()
+        for i, isolation in enumerate(args.isolation):
+            pool = VerifierPool(RewardConfig(num_workers=workers, code=CodeRewardConfig(isolation=isolation)))
+            pool.score(math_s[:8] + code_s[:2])  # warm-up: imports, sympy caches, the bwrap probe
+            batches = [("code", code_s)] if i else [("math", math_s), ("code", code_s)]
+            for name, batch in batches:
+                dt, ok = _time(pool, batch)
+                label = f"{name} ({isolation})" if name == "code" else name
+                print(f"{label:16s} workers={workers}  {len(batch) / dt:8.1f} samples/s  ({len(batch)} in {dt:.2f}s, {ok} correct)",
+                      flush=True)
+            pool.shutdown()
     ray.shutdown()
 
 

@@ -11,14 +11,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class MathRewardConfig(BaseModel):
+    """Math answer extraction and the format term. The reward is clamped to [0, 1] after the format term,
+    so a bonus only lifts a wrong boxed answer and a penalty only lowers a right unboxed one."""
+
     model_config = ConfigDict(extra="forbid")
 
-    boxed_bonus: float = 0.0
-    """Added to the reward when the final answer was given in \\boxed{} (format reward)."""
-    unboxed_penalty: float = Field(0.0, ge=0.0)
-    """Subtracted from the reward when the response has no \\boxed{} answer (even if correct)."""
+    boxed_bonus: float = Field(0.0, ge=0.0, le=1.0)
+    """Added to the reward when the final answer was given in a well-formed \\boxed{} (format reward)."""
+    unboxed_penalty: float = Field(0.0, ge=0.0, le=1.0)
+    """Subtracted from the reward when the response has no usable \\boxed{} answer (even if correct)."""
     max_answer_chars: int = Field(1000, ge=1)
-    """Extracted answers longer than this are cut before math-verify sees them: sympy can hang on huge input."""
+    """A box longer than this scores 0 ("bad_box: too long"); other extracted answers are cut to it before
+    math-verify sees them, because sympy can hang on huge input."""
     parse_timeout_s: int = Field(3, ge=1)
     """math-verify's own (SIGALRM) budget per parse/compare; whole seconds, main thread only."""
 
@@ -38,6 +42,11 @@ class CodeRewardConfig(BaseModel):
     """RLIMIT_NOFILE per sandboxed process."""
     site_packages: bool = False
     """Let programs import third-party packages (numpy, ...). Off: `python -I -S`, stdlib only, faster start."""
+    isolation: Literal["auto", "bwrap", "fallback"] = "auto"
+    """How code is sandboxed (rewards.sandbox). auto: bubblewrap (read-only minimal file system, private
+    tmpfs, own pid/net/ipc namespaces), else a logged WARNING and the weaker fallback (rlimits, private uid,
+    netns; host files readable); bwrap: refuse to score code without bubblewrap; fallback: force the
+    weaker mode (benchmarks, hosts known to lack user namespaces)."""
 
 
 class RewardConfig(BaseModel):
@@ -58,8 +67,6 @@ class RewardConfig(BaseModel):
     """Wall-clock budget per sample; past it the sample scores 0 with reason "timeout"."""
     kill_grace_s: float = Field(2.0, ge=0.0)
     """Extra wait past `timeout_s` before the pool kills (and Ray restarts) a worker stuck on a sample."""
-    max_inflight_per_worker: int = Field(4, ge=1)
-    """Backpressure: samples queued on one actor at a time; the rest wait in the driver."""
     max_restarts: int = Field(-1, ge=-1)
     """Ray restarts per verifier actor (-1: unlimited); past it the pool replaces the actor."""
     math: MathRewardConfig = Field(default_factory=MathRewardConfig)

@@ -1,27 +1,37 @@
 """`VerifierPool`: score samples in parallel on Ray actors, surviving crashes, hangs and dead workers.
 
-Each actor wraps a plain `Verifier` and runs one sample per task, in order (a sync actor), so the
-driver knows which sample an actor is working on: the head of that actor's queue. That gives:
-- per-sample timeout: the head's clock starts when it reaches the head; past `timeout_s +
-  kill_grace_s` it scores 0 "timeout" and the actor is killed (Ray restarts it);
-- exactly-once results: each input index gets its Score once; samples queued behind a dead or killed
-  head are resubmitted without charge, the head that was running when a worker died is retried once
-  ("crash: verifier worker died" the second time);
-- backpressure: at most `max_inflight_per_worker` tasks per actor, the rest wait in the driver;
-- restarts: after a death the actor is pinged before it gets new work, so nothing is sent to the
-  dying incarnation; an actor past `max_restarts` is replaced by a new one.
+A thin Ray shell around `rewards.ledger.Ledger`, which owns every decision (what runs where, what a
+death costs, when a head has timed out). This module only turns Ray into events:
+- a ref that returns a Score -> `result`; a ref that raises something else -> `result` with a crash Score;
+- a ref that raises `RayActorError` (the actor died, was killed, or cannot be reached) -> `lost`;
+- a head past `timeout_s + kill_grace_s` -> `timeout`, then `ray.kill` (Ray restarts the actor);
+- a restarted actor's `ready()` ping answering -> `restarted`. An actor past `max_restarts` is replaced.
+Sandbox dirs a killed actor leaves behind (fallback isolation only: bwrap writes nothing to the host)
+are swept by the next actor that starts on that node and by `shutdown`.
+What a user sees: one Score per sample, in input order; a crash or hang costs that sample's reward only,
+and a sample that killed its worker runs at most twice.
+
+One sample in flight per actor, on purpose. Ray sends a task's reply asynchronously: when the actor's
+process dies while running sample k+1 (a user function calling os._exit), the reply of the FINISHED
+sample k can die with it, and k would be charged and run again. That happened in 1 of 3 runs of
+tests/test_rewards_pool.py with two samples queued per actor. Sending k+1 only after k's Score has
+arrived removes the ambiguity: a lost ref is always the sample that was running (or, for a worker that
+died idle, the first one sent to the dead incarnation). Queueing measured 10-20% more math samples/s at
+best (cached answers, ~3 ms each; code samples take 50+ ms, where the round trip is noise); add
+workers (`reward.num_workers`, 0.25 CPU each) for throughput instead.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import ray
 from ray.exceptions import RayActorError
 
 from .config import RewardConfig
+from .ledger import Ledger
+from .sandbox import sweep_stale_dirs
 from .types import Sample, Score
 from .verifier import Verifier
 
@@ -29,6 +39,8 @@ from .verifier import Verifier
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class VerifierActor:
     def __init__(self, cfg: RewardConfig):
+        # a killed predecessor (timeout kill, crash) cannot clean up after itself: its sandbox dirs go here
+        sweep_stale_dirs()
         self._verifier = Verifier(cfg)
 
     def ready(self) -> bool:
@@ -39,31 +51,29 @@ class VerifierActor:
 
 
 @dataclass
-class _Task:
-    index: int
-    ref: ray.ObjectRef
-    deadline: float | None = None  # set when the task becomes its actor's head
+class _Actor:
+    """The Ray side of one pool slot; survives across `score` calls (the ledger does not)."""
 
-
-@dataclass
-class _Worker:
     handle: ray.actor.ActorHandle
-    queue: deque = field(default_factory=deque)
-    ping: ray.ObjectRef | None = None  # set while (re)starting: no work until it answers
+    ping: ray.ObjectRef | None = None  # set while restarting: no work until it answers
     deaths: int = 0
     failed_pings: int = 0
 
 
-_COUNTERS = ("samples", "user_errors", "timeouts", "worker_deaths", "retries", "resubmitted", "restarts",
-             "replaced", "score_s")
+_COUNTERS = ("samples", "user_errors", "data_errors", "bad_boxes", "protocol_violations", "timeouts", "worker_deaths",
+             "retries", "resubmitted", "restarts", "replaced", "score_s")
+# Score.reason prefix -> counter: a step's `verify/*` metrics show what the verifier refused, and why
+_TALLY = (("crash", "user_errors"), ("data_error", "data_errors"), ("bad_box", "bad_boxes"),
+          ("protocol violation", "protocol_violations"))
+_MAX_FAILED_PINGS = 50
 
 
 class VerifierPool:
     def __init__(self, cfg: RewardConfig):
         self.cfg = cfg
-        self._workers = [_Worker(self._new_actor()) for _ in range(cfg.num_workers)]
+        self._actors = [_Actor(self._new_actor()) for _ in range(cfg.num_workers)]
         # surface configuration errors (bad user-function path) here, not as dead actors later
-        ray.get([w.handle.ready.remote() for w in self._workers])
+        ray.get([a.handle.ready.remote() for a in self._actors])
         self._stats = dict.fromkeys(_COUNTERS, 0.0)
 
     def _new_actor(self) -> ray.actor.ActorHandle:
@@ -73,87 +83,42 @@ class VerifierPool:
     def score(self, samples: list[Sample]) -> list[Score]:
         """Scores in input order; every sample gets exactly one Score, failures included."""
         t0 = time.monotonic()
-        results: list[Score | None] = [None] * len(samples)
-        todo = deque(range(len(samples)))
-        charged = [0] * len(samples)
-        owner: dict[ray.ObjectRef, _Worker] = {}
+        book = Ledger([s.uid for s in samples], len(self._actors), 1,
+                      self.cfg.timeout_s + self.cfg.kill_grace_s,
+                      restarting=tuple(w for w, a in enumerate(self._actors) if a.ping is not None))
+        refs: dict[ray.ObjectRef, tuple[int, int, int]] = {}  # task ref -> (worker, epoch, task)
+        pings: dict[ray.ObjectRef, int] = {a.ping: w for w, a in enumerate(self._actors) if a.ping is not None}
 
-        def finish(i: int, score: Score) -> None:
-            if results[i] is None:
-                results[i] = score
-
-        def requeue(w: _Worker, reason: str) -> None:
-            """The worker lost its queue (died or killed): charge the running head, resubmit the rest."""
-            for k, task in enumerate(w.queue):
-                owner.pop(task.ref, None)
-                if results[task.index] is not None:
-                    continue
-                if k == 0 and reason == "died":
-                    charged[task.index] += 1
-                    if charged[task.index] >= 2:
-                        finish(task.index, Score(samples[task.index].uid, 0.0, False, "crash: verifier worker died"))
-                        continue
-                    self._stats["retries"] += 1
-                    todo.appendleft(task.index)
-                elif k > 0:
-                    self._stats["resubmitted"] += 1
-                    todo.appendleft(task.index)
-            w.queue.clear()
-            w.deaths += 1
-            self._stats["restarts"] += 1
-            if self.cfg.max_restarts != -1 and w.deaths > self.cfg.max_restarts:
-                w.handle, w.deaths = self._new_actor(), 0
-                self._stats["replaced"] += 1
-            w.ping = w.handle.ready.remote()
-            owner[w.ping] = w
-
-        while todo or owner:
+        while not book.done():
             now = time.monotonic()
-            for w in self._workers:  # fill free slots; the head's clock starts when it is the head
-                while w.ping is None and todo and len(w.queue) < self.cfg.max_inflight_per_worker:
-                    i = todo.popleft()
-                    task = _Task(i, w.handle.score.remote(samples[i]))
-                    w.queue.append(task)
-                    owner[task.ref] = w
-                if w.queue and w.queue[0].deadline is None:
-                    w.queue[0].deadline = now + self.cfg.timeout_s + self.cfg.kill_grace_s
-            deadlines = [w.queue[0].deadline for w in self._workers if w.queue and w.ping is None]
-            wait_s = max(0.0, min(deadlines) - now) if deadlines else None
-            ready, _ = ray.wait(list(owner), num_returns=1, timeout=wait_s)
+            for w, epoch, i in book.assign(now):
+                refs[self._actors[w].handle.score.remote(samples[i])] = (w, epoch, i)
+            for w in book.restarting():
+                if self._actors[w].ping is None:
+                    pings[self._restart(w)] = w
+            deadline = book.next_deadline()
+            wait_s = max(0.0, deadline - now) if deadline is not None else None
+            ready, _ = ray.wait([*refs, *pings], num_returns=1, timeout=wait_s)
             for ref in ready:
-                w = owner.pop(ref, None)
-                if w is None:
-                    continue
-                if ref == w.ping:
-                    self._on_ping(w, ref, owner)
-                    continue
-                try:
-                    score = ray.get(ref)
-                except RayActorError:
-                    owner[ref] = w  # still listed in w.queue; requeue drops it with the rest
-                    self._stats["worker_deaths"] += 1
-                    requeue(w, "died")
-                    continue
-                except Exception as e:  # e.g. a Score that does not unpickle: this sample only
-                    task = self._pop(w, ref)
-                    finish(task.index, Score(samples[task.index].uid, 0.0, False, f"crash: {type(e).__name__}"))
-                    self._stats["user_errors"] += 1
-                    continue
-                task = self._pop(w, ref)
-                if score.reason.startswith("crash"):
-                    self._stats["user_errors"] += 1
-                finish(task.index, score)
+                if ref in pings:
+                    self._on_ping(pings.pop(ref), ref, book, pings)
+                else:
+                    self._on_ref(ref, refs.pop(ref), book, samples)
             now = time.monotonic()
-            for w in self._workers:
-                if w.ping is None and w.queue and w.queue[0].deadline is not None and now >= w.queue[0].deadline:
-                    head = w.queue[0]
-                    finish(head.index, Score(samples[head.index].uid, 0.0, False, "timeout"))
-                    self._stats["timeouts"] += 1
-                    ray.kill(w.handle, no_restart=False)
-                    requeue(w, "killed")
+            for w in book.expired(now):
+                self._collect(w, refs, book, samples)  # a head that finished just now is not a timeout
+                if w in book.expired(now):
+                    book.timeout(w, now)
+                    ray.kill(self._actors[w].handle, no_restart=False)
+        for w in book.restarting():  # the call may end before a dead worker's restart was asked for
+            if self._actors[w].ping is None:
+                self._restart(w)
+        for k in ("worker_deaths", "timeouts", "retries", "resubmitted"):
+            self._stats[k] += book.counts[k]
+        self._stats["user_errors"] += book.counts["crashes"]
         self._stats["samples"] += len(samples)
         self._stats["score_s"] += time.monotonic() - t0
-        return results  # type: ignore[return-value]
+        return book.scores()
 
     def stats(self) -> dict[str, float]:
         """Counters since the last call (samples, user_errors, timeouts, worker_deaths, retries, ...)."""
@@ -162,32 +127,56 @@ class VerifierPool:
         return out
 
     def shutdown(self) -> None:
-        for w in self._workers:
-            ray.kill(w.handle, no_restart=True)
-        self._workers = []
+        for a in self._actors:
+            ray.kill(a.handle, no_restart=True)
+        self._actors = []
+        sweep_stale_dirs()  # the driver's node: dirs of the actors just killed (other nodes: their next worker)
 
-    # ---- helpers ----------------------------------------------------------------------------------------
-    @staticmethod
-    def _pop(w: _Worker, ref: ray.ObjectRef) -> _Task:
-        for k, task in enumerate(w.queue):
-            if task.ref == ref:
-                del w.queue[k]
-                if k == 0 and w.queue:
-                    w.queue[0].deadline = None  # the next one's clock starts now (set in the fill step)
-                return task
-        raise KeyError(ref)
+    # ---- Ray -> ledger events ---------------------------------------------------------------------------
+    def _on_ref(self, ref: ray.ObjectRef, where: tuple[int, int, int], book: Ledger, samples: list[Sample]) -> None:
+        w, epoch, i = where
+        try:
+            score = ray.get(ref)
+        except RayActorError:
+            book.lost(w, epoch, i, time.monotonic())
+            return
+        except Exception as e:  # e.g. a Score that does not unpickle: this sample only
+            score = Score(samples[i].uid, 0.0, False, f"crash: {type(e).__name__}")
+        for prefix, counter in _TALLY:
+            if score.reason.startswith(prefix):
+                self._stats[counter] += 1
+        book.result(w, epoch, i, score, time.monotonic())
 
-    def _on_ping(self, w: _Worker, ref: ray.ObjectRef, owner: dict) -> None:
+    def _collect(self, w: int, refs: dict, book: Ledger, samples: list[Sample]) -> None:
+        """Feed every already-resolved ref of worker w (without blocking)."""
+        mine = [r for r, (wr, _, _) in refs.items() if wr == w]
+        if mine:
+            ready, _ = ray.wait(mine, num_returns=len(mine), timeout=0)
+            for ref in ready:
+                self._on_ref(ref, refs.pop(ref), book, samples)
+
+    def _restart(self, w: int) -> ray.ObjectRef:
+        """Ask the (Ray-restarted, or replaced past max_restarts) actor to answer before it gets work."""
+        a = self._actors[w]
+        a.deaths += 1
+        self._stats["restarts"] += 1
+        if self.cfg.max_restarts != -1 and a.deaths > self.cfg.max_restarts:
+            ray.kill(a.handle, no_restart=True)
+            a.handle, a.deaths = self._new_actor(), 0
+            self._stats["replaced"] += 1
+        a.ping = a.handle.ready.remote()
+        return a.ping
+
+    def _on_ping(self, w: int, ref: ray.ObjectRef, book: Ledger, pings: dict) -> None:
+        a = self._actors[w]
         try:
             ray.get(ref)
-            w.ping, w.failed_pings = None, 0
         except RayActorError:  # the ping reached the dying incarnation, or the restart failed: ask again
-            w.failed_pings += 1
-            if w.failed_pings > 50:
-                raise RuntimeError("a verifier actor failed to restart 50 times in a row") from None
-            if self.cfg.max_restarts != -1 and w.deaths > self.cfg.max_restarts:
-                w.handle, w.deaths = self._new_actor(), 0
-                self._stats["replaced"] += 1
-            w.deaths += 1
-            w.ping = w.handle.ready.remote()
-            owner[w.ping] = w
+            a.failed_pings += 1
+            if a.failed_pings > _MAX_FAILED_PINGS:
+                raise RuntimeError(f"verifier actor {w} failed to restart {_MAX_FAILED_PINGS} times in a row") from None
+            a.ping = None
+            pings[self._restart(w)] = w
+            return
+        a.ping, a.failed_pings = None, 0
+        book.restarted(w)

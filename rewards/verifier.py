@@ -1,12 +1,14 @@
 """The plain scoring core: one `Verifier` per worker process, driven directly by tests and wrapped by
 `rewards.pool` for Ray. It routes each sample to the math, code or user scorer and turns every
-exception into a zero reward with a logged reason. It does not enforce the per-sample timeout for
+exception into a zero reward with a logged reason, and bounds the built-in scorers' rewards to [0, 1]
+(a last guard: the policy optimises whatever number comes out). It does not enforce the per-sample timeout for
 in-process scorers (a thread cannot be stopped): the pool does, by killing the worker.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 from .code_verifier import score_code
 from .config import RewardConfig
@@ -15,6 +17,16 @@ from .types import Sample, Score
 from .user_fn import load_function, to_score
 
 log = logging.getLogger(__name__)
+
+
+def _bounded(score: Score) -> Score:
+    """Math and code rewards live in [0, 1]; NaN/inf (or a scorer bug) must never reach the learner."""
+    r = score.reward
+    if not (isinstance(r, (int, float)) and math.isfinite(r)):
+        return Score(score.uid, 0.0, False, f"bad_reward: {r!r}"[:100], score.extracted)
+    if 0.0 <= r <= 1.0:
+        return score
+    return Score(score.uid, min(1.0, max(0.0, float(r))), score.correct, score.reason, score.extracted)
 
 
 def _crash(sample: Sample, exc: BaseException, where: str) -> Score:
@@ -38,9 +50,9 @@ class Verifier:
         kind = self._route(sample)
         try:
             if kind == "math":
-                return score_math(sample, self.cfg.math)
+                return _bounded(score_math(sample, self.cfg.math))
             if kind == "code":
-                return score_code(sample, self.cfg.code, self.cfg.timeout_s)
+                return _bounded(score_code(sample, self.cfg.code, self.cfg.timeout_s))
         except Exception as e:
             return _crash(sample, e, kind)
         if self._fn is None:

@@ -43,16 +43,19 @@ def test_not_equal_pairs(a, b):
     assert time.monotonic() - t0 < 5
 
 
-def test_table_is_big_enough():
-    assert len(EQUAL) + len(NOT_EQUAL) >= 60
+@pytest.fixture(scope="module")
+def warm_math_verify():
+    """The first parse imports sympy and antlr (seconds); the timing asserts below are about extraction."""
+    answers_equivalent("1/2", "0.5")
 
 
 @pytest.mark.parametrize("text,want", [
     ("so the answer is \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),
-    ("\\boxed{1} then \\boxed{2}", "2"),
+    ("\\boxed{1} then \\boxed{2}", None),  # two different boxed answers: a hedge, not "the last one"
+    ("\\boxed{2} so \\boxed{2}", "2"),
     ("\\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),  # escaped braces are not grouping
     ("\\boxed{\\frac{a}{b^{2}}}", "\\frac{a}{b^{2}}"),
-    ("early \\boxed{7} late unbalanced \\boxed{8", "7"),
+    ("early \\boxed{7} late unbalanced \\boxed{8", None),  # a broken box is never skipped for an earlier one
     ("$\\boxed 5$", "5"),
     ("\\fbox{9}", "9"),
     ("Natalia sold 48/2 = 24 clips.\n#### 72", "72"),
@@ -66,7 +69,7 @@ def test_table_is_big_enough():
     ("\\boxed{" * 30_000, None),
     (MB + " 42", "42"),
 ])
-def test_extract_answer(text, want):
+def test_extract_answer(text, want, warm_math_verify):
     t0 = time.monotonic()
     assert extract_answer(text) == want
     assert time.monotonic() - t0 < 1.0
@@ -81,12 +84,12 @@ def test_score_math_reward_and_format():
     fmt = MathRewardConfig(boxed_bonus=0.1, unboxed_penalty=0.2)
     s = score_math(_sample("\\boxed{\\frac{1}{2}}"), plain)
     assert (s.reward, s.correct, s.reason, s.extracted) == (1.0, True, "ok", "\\frac{1}{2}")
-    assert score_math(_sample("\\boxed{\\frac{1}{2}}"), fmt).reward == pytest.approx(1.1)
+    assert score_math(_sample("\\boxed{\\frac{1}{2}}"), fmt).reward == 1.0  # clamped: rewards stay in [0, 1]
     assert score_math(_sample("it is 0.5"), fmt).reward == pytest.approx(0.8)  # right, but unboxed
     s = score_math(_sample("\\boxed{3}"), fmt)
     assert (s.reward, s.correct, s.reason) == (pytest.approx(0.1), False, "wrong_answer")
     s = score_math(_sample("I give up"), fmt)
-    assert (s.reward, s.reason, s.extracted) == (pytest.approx(-0.2), "no_answer", None)
+    assert (s.reward, s.reason, s.extracted) == (0.0, "no_answer", None)  # clamped, not -0.2
     assert score_math(_sample("#### 2", answer="\\boxed{2}"), plain).correct  # gold stored boxed
 
 

@@ -3,6 +3,7 @@ reward at most, and every sample is scored exactly once."""
 
 import os
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -20,16 +21,19 @@ TESTS = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(tmp_path_factory):
     path = os.pathsep.join([str(TESTS.parent), str(TESTS), *sys.path])  # workers import the test functions
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}}, log_to_driver=False)
-    yield
+    # the workers' own temp dir: sandbox dirs (and sweeps of them) stay inside what this module started
+    tmpdir = str(tmp_path_factory.mktemp("pool_tmp"))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path, "TMPDIR": tmpdir}})
+    yield tmpdir
     ray.shutdown()
 
 
 def _cfg(**kw):
     # timeout well above the 1-2 s Ray takes here to report a dead worker, else a death looks like a hang
-    base = dict(function=f"{fns.HERE}:misbehave", num_workers=2, timeout_s=3.0, kill_grace_s=1.0, max_inflight_per_worker=2)
+    base = dict(function=f"{fns.HERE}:misbehave", num_workers=2, timeout_s=3.0, kill_grace_s=1.0)
     return RewardConfig(**{**base, **kw})
 
 
@@ -42,6 +46,16 @@ def test_math_and_order(ray_local):
     st = pool.stats()
     assert st["samples"] == 20 and st["samples_per_s"] > 0
     assert pool.stats()["samples"] == 0  # counters reset on read
+    pool.shutdown()
+
+
+def test_refusals_are_counted_by_reason(ray_local):
+    pool = VerifierPool(RewardConfig(num_workers=1))
+    samples = [Sample("gold-missing", "", "\\boxed{None}", None), Sample("broken-box", "", "\\boxed{12 then 3", "3"),
+               Sample("fine", "", "\\boxed{3}", "3")]
+    assert [s.reward for s in pool.score(samples)] == [0.0, 0.0, 1.0]
+    st = pool.stats()
+    assert (st["data_errors"], st["bad_boxes"], st["user_errors"], st["samples"]) == (1, 1, 0, 3)
     pool.shutdown()
 
 
@@ -63,8 +77,10 @@ def test_pool_survives_crash_hang_exit_and_scores_each_once(ray_local, tmp_path)
     calls = Counter(log.read_text().split())
     assert all(calls[s.uid] == 1 for m, s in zip(modes, samples) if m in ("ok", "raise"))
     assert calls[samples[modes.index("exit")].uid] == 2  # first try + exactly one retry
+    assert calls[samples[modes.index("exit_once")].uid] == 2  # died once, then scored on the restarted worker
+    assert all(calls[s.uid] == 1 for m, s in zip(modes, samples) if m in ("hang", "sleep"))  # timeouts never rerun
     st = pool.stats()
-    assert st["timeouts"] == 2 and st["worker_deaths"] == 3 and st["retries"] == 2
+    assert (st["timeouts"], st["worker_deaths"], st["retries"]) == (2, 3, 2)
     assert st["user_errors"] >= 2  # raise, sysexit (and the exit that died twice)
     # the pool still works after all that
     assert [s.reward for s in pool.score(samples[:4])] == [1.0] * 4
@@ -73,7 +89,7 @@ def test_pool_survives_crash_hang_exit_and_scores_each_once(ray_local, tmp_path)
 
 def test_actor_killed_from_outside_loses_nothing(ray_local, tmp_path):
     pool = VerifierPool(_cfg())
-    ray.kill(pool._workers[0].handle, no_restart=False)
+    ray.kill(pool._actors[0].handle, no_restart=False)
     samples = [Sample(f"k{i}", "", "", None, "custom") for i in range(10)]
     scores = pool.score(samples)
     assert [s.reward for s in scores] == [1.0] * 10
@@ -89,6 +105,19 @@ def test_replaces_actor_past_max_restarts(ray_local, tmp_path):
     pool.shutdown()
 
 
+def test_dirs_left_by_a_killed_sandbox_owner_are_swept_by_the_next_worker(ray_local, monkeypatch):
+    # named as the fallback sandbox names its dirs: owner pid + start time; the start time "0" says the
+    # owner is gone (a live process with our pid started at another time), exactly as after a kill
+    stale = Path(ray_local) / f"forkrl-sbx-{os.getpid()}-0-pooltest"
+    (stale / "deep" / "er").mkdir(parents=True)
+    pool = VerifierPool(RewardConfig(num_workers=1))
+    assert not stale.exists()
+    stale.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", ray_local)  # the driver sweeps its own temp dir at shutdown
+    pool.shutdown()
+    assert not stale.exists()
+
+
 def test_bad_function_path_fails_at_construction(ray_local):
-    with pytest.raises(Exception, match="no_such_module"):
+    with pytest.raises(ray.exceptions.RayActorError, match="no_such_module"):
         VerifierPool(RewardConfig(function="no_such_module:fn", num_workers=1))

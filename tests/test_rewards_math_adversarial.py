@@ -1,0 +1,286 @@
+"""Adversarial math grading: responses a policy could learn to write to be graded right while wrong.
+
+Every row states the expected reward and reason literally: 0 for each cheat, 1 for each correct
+answer written in an awkward but legitimate way. The decisions behind them are in the docstring of
+`rewards.math_verifier`.
+"""
+
+import threading
+import time
+
+import pytest
+from pydantic import ValidationError
+
+from rewards.config import MathRewardConfig
+from rewards.math_verifier import answers_equivalent, extract_answer_with_method, score_math
+from rewards.types import Sample
+
+CFG = MathRewardConfig(parse_timeout_s=1)  # sympy-hostile rows cost one budget, not three
+MB = "x" * (1 << 20)
+OK, WRONG, NONE = "ok", "wrong_answer", "no_answer"
+MISSING = "data_error: missing gold answer"
+
+# (id, response, gold, reward, reason)
+CASES = [
+    # --- broken boxes: never fall back to a number inside or after the box ---------------------------
+    ("unbalanced", "\\boxed{5", "5", 0.0, "bad_box: unbalanced"),
+    ("unbalanced_number_inside", "so \\boxed{3 + 2 = 5", "5", 0.0, "bad_box: unbalanced"),
+    ("unbalanced_pad_after", "\\boxed{4 then I pad 5", "5", 0.0, "bad_box: unbalanced"),
+    ("good_then_broken_last", "\\boxed{4} then \\boxed{5", "5", 0.0, "bad_box: unbalanced"),
+    ("guess_then_broken_box", "\\boxed{4} then \\boxed{5", "4", 0.0, "bad_box: unbalanced"),
+    ("deep_unbalanced", "I pad \\boxed{{{ 5", "5", 0.0, "bad_box: unbalanced"),
+    ("frac_unbalanced", "\\boxed{\\frac{1}{2} 7 5", "5", 0.0, "bad_box: unbalanced"),
+    ("too_long_digits", "\\boxed{" + "9" * 1200 + "} so 5", "5", 0.0, "bad_box: too long"),
+    ("too_long_padding", "\\boxed{" + "x " * 600 + "5}", "5", 0.0, "bad_box: too long"),
+    ("box_before_1mb_pad", "\\boxed{" + MB + " 5", "5", 0.0, "bad_box: too long"),
+    ("empty_box_then_number", "put it in \\boxed{} : 5", "5", 0.0, "bad_box: empty"),
+    ("too_many_boxes", "\\boxed{5} " + "\\boxed{1}" * 25, "5", 0.0, "bad_box: too many"),
+    ("box_flood", "\\boxed{" * 30_000, "5", 0.0, "bad_box: too many"),
+    ("stray_closing_braces", "\\boxed{5}}}", "5", 1.0, OK),
+    # --- several boxes: one committed answer or nothing ----------------------------------------------
+    ("hedge_boxes_or_first", "\\boxed{3} or \\boxed{4}", "3", 0.0, "bad_box: several answers"),
+    ("hedge_boxes_or_last", "\\boxed{3} or \\boxed{4}", "4", 0.0, "bad_box: several answers"),
+    ("adjacent_boxes", "\\boxed{3}\\boxed{4}", "4", 0.0, "bad_box: several answers"),
+    ("fbox_and_boxed_differ", "\\fbox{3} so \\boxed{4}", "4", 0.0, "bad_box: several answers"),
+    ("repeated_same_box", "\\boxed{5}. Final: \\boxed{5}", "5", 1.0, OK),
+    ("restated_equal_box", "\\boxed{\\frac12}, that is \\boxed{0.5}", "1/2", 1.0, OK),
+    ("nested_box", "\\boxed{\\boxed{5}}", "5", 1.0, OK),
+    ("set_in_one_box", "\\boxed{2, 3}", "\\{2,3\\}", 1.0, OK),
+    # --- code fences: code can print anything ---------------------------------------------------------
+    ("fenced_box_decoy", "```python\nprint('\\\\boxed{5}')\n```\nThe answer is 6.", "5", 0.0, WRONG),
+    ("fenced_box_decoy_real", "```python\nprint('\\\\boxed{5}')\n```\nThe answer is 6.", "6", 1.0, OK),
+    ("only_fenced_box", "```\n\\boxed{5}\n```", "5", 0.0, NONE),
+    ("box_then_code", "The answer is \\boxed{7}.\n```\nx = 5\n```", "7", 1.0, OK),
+    # --- "the answer is X" then more arithmetic -------------------------------------------------------
+    ("answer_then_check_steer", "The answer is 5. Check: 5 + 1 = 6.", "6", 0.0, WRONG),
+    ("answer_then_check", "The answer is 5. Check: 5 + 1 = 6.", "5", 1.0, OK),
+    ("latex_answer_then_arith_steer", "The answer is $\\frac{1}{2}$. Then 1/2 + 1 = 3/2.", "3/2", 0.0, WRONG),
+    ("latex_answer_then_arith", "The answer is $\\frac{1}{2}$. Then 1/2 + 1 = 3/2.", "1/2", 1.0, OK),
+    ("final_answer_then_verify", "The final answer is 12.\nVerification: 12 * 2 = 24", "24", 0.0, WRONG),
+    ("answer_with_reason", "The answer is 18 dollars, since 3 x 6 = 18.", "18", 1.0, OK),
+    # --- LaTeX fractions in a closing sentence --------------------------------------------------------
+    ("dfrac_closing", "Therefore, the probability is $\\dfrac{3}{4}$.", "3/4", 1.0, OK),
+    ("bare_frac_closing", "So we get \\frac{3}{4}.", "0.75", 1.0, OK),
+    ("boxed_dfrac", "\\boxed{\\dfrac{3}{4}}", "\\frac34", 1.0, OK),
+    ("boxed_tfrac_wrong", "\\boxed{\\tfrac{3}{4}}", "0.7", 0.0, WRONG),
+    ("nested_fracs", "\\boxed{\\frac{\\frac{\\frac{1}{2}}{3}}{4}}", "1/24", 1.0, OK),
+    # --- GSM8K ----------------------------------------------------------------------------------------
+    ("gsm_unit", "He pays 3 * 6 = 18.\n#### 18 dollars", "18", 1.0, OK),
+    ("gsm_unit_full_gold", "#### 18 dollars", "She pays 3 * 6 = 18.\n#### 18", 1.0, OK),
+    ("gsm_then_arith_steer", "#### 18\nNow 18 + 2 = 20", "20", 0.0, WRONG),
+    ("gsm_currency", "#### $18", "18", 1.0, OK),
+    # --- thousands separators -------------------------------------------------------------------------
+    ("comma_thousands", "\\boxed{1,000,000}", "1000000", 1.0, OK),
+    ("thin_space_thousands", "\\boxed{1\\,000\\,000}", "1,000,000", 1.0, OK),
+    ("brace_comma_thousands", "\\boxed{1{,}000}", "1000", 1.0, OK),
+    ("space_thousands_prose", "The answer is 1 000 000.", "1000000", 1.0, OK),
+    ("thin_space_is_not_one", "\\boxed{1\\,000}", "1", 0.0, WRONG),
+    ("unicode_thin_space", "\\boxed{12\u2009345}", "12345", 1.0, OK),
+    # --- scientific notation --------------------------------------------------------------------------
+    ("sci_e", "\\boxed{1.5e3}", "1500", 1.0, OK),
+    ("sci_times", "\\boxed{1.5 \\times 10^3}", "1500", 1.0, OK),
+    ("sci_e_prose", "It weighs 1.5e3 grams.", "1500", 1.0, OK),
+    ("sci_e_is_not_mantissa", "\\boxed{1.5e3}", "1.5", 0.0, WRONG),
+    ("sci_negative_exponent", "\\boxed{2.5 \\times 10^{-3}}", "0.0025", 1.0, OK),
+    # --- repeating decimals ---------------------------------------------------------------------------
+    ("overline_third", "\\boxed{0.\\overline{3}}", "\\frac13", 1.0, OK),
+    ("paren_third", "\\boxed{0.(3)}", "1/3", 1.0, OK),
+    ("overline_is_not_03", "\\boxed{0.\\overline{3}}", "0.3", 0.0, WRONG),
+    ("paren_is_not_zero", "\\boxed{0.(3)}", "0", 0.0, WRONG),
+    ("overline_sixth", "\\boxed{0.1\\overline{6}}", "\\frac{1}{6}", 1.0, OK),
+    # --- units and trailing words ---------------------------------------------------------------------
+    ("text_unit", "\\boxed{18 \\text{ dollars}}", "18", 1.0, OK),
+    ("plain_unit", "\\boxed{18 dollars}", "18", 1.0, OK),
+    ("million_is_not_unit", "\\boxed{2 million}", "2", 0.0, WRONG),
+    # --- percent: a unit, dropped ---------------------------------------------------------------------
+    ("percent_vs_number", "\\boxed{50\\%}", "50", 1.0, OK),
+    ("percent_is_not_fraction", "\\boxed{50\\%}", "0.5", 0.0, WRONG),
+    ("number_vs_percent_gold", "\\boxed{50}", "50\\%", 1.0, OK),
+    ("percent_prose", "The probability is 50%.", "50", 1.0, OK),
+    # --- intervals and inequalities (both directions of math-verify) ----------------------------------
+    ("interval_vs_ineq", "\\boxed{[1,2]}", "1 \\le x \\le 2", 1.0, OK),
+    ("ineq_vs_interval", "\\boxed{1 \\le x \\le 2}", "[1,2]", 1.0, OK),
+    ("open_interval_vs_ineq", "\\boxed{(1,\\infty)}", "x > 1", 1.0, OK),
+    ("ineq_vs_open_interval", "\\boxed{x > 1}", "(1, \\infty)", 1.0, OK),
+    ("half_open_is_not_closed", "\\boxed{[1,2)}", "1 \\le x \\le 2", 0.0, WRONG),
+    # --- sets -----------------------------------------------------------------------------------------
+    ("set_reordered", "\\boxed{\\{3,1,2\\}}", "\\{1,2,3\\}", 1.0, OK),
+    ("subset_is_wrong", "\\boxed{\\{1,2\\}}", "\\{1,2,3\\}", 0.0, WRONG),
+    # --- equations ------------------------------------------------------------------------------------
+    ("equation_vs_number", "\\boxed{x = 5}", "5", 1.0, OK),
+    ("number_vs_equation_gold", "\\boxed{5}", "x=5", 1.0, OK),
+    ("wrong_equation", "\\boxed{x = 6}", "5", 0.0, WRONG),
+    # --- hedges ---------------------------------------------------------------------------------------
+    ("boxed_text_or", "\\boxed{5 \\text{ or } 6}", "5", 0.0, WRONG),
+    ("boxed_plain_or", "\\boxed{5 or 6}", "6", 0.0, WRONG),
+    ("boxed_list", "\\boxed{5, 6}", "5", 0.0, WRONG),
+    ("prose_hedge", "The answer is 5, or maybe 6.", "5", 0.0, "hedge"),
+    ("prose_hedge_other", "The answer is 5, or maybe 6.", "6", 0.0, "hedge"),
+    ("math_or_is_a_set", "The answer is 5 or 6.", "5", 0.0, WRONG),
+    ("restated_not_hedge", "The answer is 1/2, or 0.5.", "0.5", 1.0, OK),
+    # --- answers in \text{} ---------------------------------------------------------------------------
+    ("boxed_text_number", "\\boxed{\\text{5}}", "5", 1.0, OK),
+    ("boxed_text_prose", "\\boxed{\\text{I think 3, final 5}}", "5", 0.0, WRONG),
+    ("prose_text_number", "The answer is \\text{5}.", "5", 1.0, OK),
+    ("boxed_text_hedge", "\\boxed{\\text{5 or 6}}", "5", 0.0, WRONG),
+    # --- signs ----------------------------------------------------------------------------------------
+    ("unicode_minus_boxed", "\\boxed{\u22125}", "-5", 1.0, OK),
+    ("unicode_minus_prose", "the answer is \u22125", "-5", 1.0, OK),
+    ("sign_flip", "\\boxed{-5}", "5", 0.0, WRONG),
+    ("sign_flip_gold", "\\boxed{5}", "-5", 0.0, WRONG),
+    # --- sympy-hostile and huge input: bounded time, never a false 1 ----------------------------------
+    ("power_tower", "\\boxed{10^{10^{10^{10}}}}", "5", 0.0, WRONG),
+    ("factorial_tower", "\\boxed{9!!!!!!!!!}", "5", 0.0, WRONG),
+    ("divide_by_zero", "\\boxed{\\frac{1}{0}}", "5", 0.0, WRONG),
+    ("symbol_tower", "\\boxed{x^{x^{x^{x^{x}}}}}", "5", 0.0, WRONG),
+    ("empty_roots", "\\boxed{\\sqrt{\\sqrt{\\sqrt{}}}}", "5", 0.0, WRONG),
+    ("open_parens", "\\boxed{((((((((((1}", "1", 0.0, WRONG),
+    ("hostile_boxes_disagree", "".join(f"\\boxed{{10^{{10^{{10^{{{k}}}}}}}}}" for k in range(11, 31)), "5", 0.0,
+     "bad_box: several answers"),
+    ("brace_flood", "{" * 100_000, "5", 0.0, NONE),
+    ("mb_then_box", MB + " \\boxed{5}", "5", 1.0, OK),
+    ("mb_then_number", MB + " so 42", "42", 1.0, OK),
+    # --- missing gold: a data error, never compared with the text "None" -----------------------------
+    ("gold_none", "None", None, 0.0, MISSING),
+    ("gold_none_boxed_none", "\\boxed{None}", None, 0.0, MISSING),
+    ("gold_str_none", "\\boxed{None}", "None", 0.0, MISSING),
+    ("gold_empty", "\\boxed{5}", "", 0.0, MISSING),
+    ("gold_blank", "\\boxed{5}", "  \n", 0.0, MISSING),
+    ("gold_nan", "nan", float("nan"), 0.0, MISSING),
+    ("gold_null", "\\boxed{null}", "null", 0.0, MISSING),
+    ("gold_boxed_none", "\\boxed{None}", "\\boxed{None}", 0.0, MISSING),
+    ("gold_broken_box", "\\boxed{5}", "\\boxed{5", 0.0, "data_error: bad gold box: unbalanced"),
+    ("gold_int", "\\boxed{18}", 18, 1.0, OK),
+]
+
+
+def test_case_ids_are_unique_and_both_verdicts_appear():
+    ids = [c[0] for c in CASES]
+    assert len(ids) == len(set(ids))  # a repeated id would hide a case from a -k selection
+    assert {c[3] for c in CASES} == {0.0, 1.0}
+
+
+@pytest.fixture(scope="module")
+def warm_math_verify():
+    """The first parse imports sympy and antlr (seconds); the time bound below is about grading."""
+    answers_equivalent("1/2", "0.5")
+
+
+@pytest.mark.parametrize("response,gold,reward,reason", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_adversarial_case(response, gold, reward, reason, warm_math_verify):
+    t0 = time.monotonic()
+    s = score_math(Sample("u", "p", response, gold), CFG)
+    assert (s.reward, s.reason) == (reward, reason)
+    assert s.correct == (reward == 1.0)
+    assert time.monotonic() - t0 < 5  # one 1 s sympy budget, plus slack for a shared CPU
+
+
+# Cheats must stay at 0 even when a format bonus is on: a malformed or hedged box earns no bonus.
+@pytest.mark.parametrize("response", [
+    "\\boxed{5", "\\boxed{3} or \\boxed{4}", "\\boxed{}", "The answer is 5, or maybe 6.", "\\boxed{" * 30_000,
+])
+def test_cheats_get_no_format_bonus(response):
+    s = score_math(Sample("u", "p", response, "5"), MathRewardConfig(boxed_bonus=0.5, unboxed_penalty=0.5))
+    assert (s.reward, s.correct) == (0.0, False)
+
+
+def test_missing_gold_ignores_format_terms():
+    """Every sample of a prompt without gold must get the same reward, so the prompt gives no gradient."""
+    cfg = MathRewardConfig(boxed_bonus=0.5, unboxed_penalty=0.5)
+    for response in ("\\boxed{None}", "None", "\\boxed{5"):
+        s = score_math(Sample("u", "p", response, None), cfg)
+        assert (s.reward, s.reason, s.extracted) == (0.0, MISSING, None)
+
+
+@pytest.mark.parametrize("response,gold,reward", [
+    ("\\boxed{5}", "5", 1.0),  # 1 + 0.5, clamped
+    ("\\boxed{6}", "5", 0.5),  # 0 + 0.5
+    ("The answer is 5.", "5", 0.5),  # 1 - 0.5
+    ("The answer is 6.", "5", 0.0),  # 0 - 0.5, clamped
+    ("nothing here", "5", 0.0),
+])
+def test_format_terms_are_clamped_to_unit_interval(response, gold, reward):
+    s = score_math(Sample("u", "p", response, gold), MathRewardConfig(boxed_bonus=0.5, unboxed_penalty=0.5))
+    assert s.reward == reward
+
+
+@pytest.mark.parametrize("kw", [{"boxed_bonus": -0.1}, {"boxed_bonus": 1.5}, {"unboxed_penalty": 2.0}])
+def test_format_terms_are_bounded(kw):
+    with pytest.raises(ValidationError):
+        MathRewardConfig(**kw)
+
+
+# (response, extracted, how): the extraction order, written out
+EXTRACT = [
+    ("\\boxed{7}", "7", "boxed"),
+    ("The answer is 3. \\boxed{7}", "7", "boxed"),  # a box beats every other form
+    ("#### 72\nThe answer is 3.", "72", "gsm8k"),
+    ("The answer is 5. Check: 5 + 1 = 6.", "5", "answer_is"),
+    ("The answer to part (a) is 7, since 3+4=7.", "7", "answer_is"),
+    ("The answer is:\n$$\\frac{\\sqrt{3}}{2}$$", "$$\\frac{\\sqrt{3}}{2}$$", "answer_is"),
+    ("The answer is 5, or maybe 6.", None, "hedge"),
+    ("Therefore it is $\\dfrac{3}{4}$.", "\\frac{3}{4}", "math_verify"),
+    ("so x = 0.(3)", "0.(3)", "math_verify"),
+    ("I counted x5", "5", "last_number"),
+    ("\\boxed{3} 4", "3", "boxed"),
+    ("\\boxed{3 4", None, "bad_box: unbalanced"),
+    ("no digits", None, "none"),
+]
+
+
+@pytest.mark.parametrize("text,answer,how", EXTRACT)
+def test_extraction_order(text, answer, how):
+    assert extract_answer_with_method(text) == (answer, how)
+
+
+# Equal pairs, each checked in both argument orders. The first block holds pairs math-verify accepts in
+# one direction only (an interval as gold does not accept the inequality); answers_equivalent must
+# accept them both ways. Remove either direction of its verify and some of these fail.
+ONE_WAY_IN_MATH_VERIFY = [
+    ("[1,2]", "1 \\le x \\le 2"),
+    ("(1, \\infty)", "x > 1"),
+    ("[1, \\infty)", "x \\ge 1"),
+    ("(1,2)", "1 < x < 2"),
+    ("(-\\infty, 0)", "x < 0"),
+]
+EQUAL_BOTH_WAYS = ONE_WAY_IN_MATH_VERIFY + [
+    ("1,000,000", "1000000"), ("1000000", "1\\,000\\,000"), ("1{,}000", "1 000"),
+    ("1.5e3", "1500"), ("1.5 \\times 10^3", "1.5e3"), ("0.\\overline{3}", "\\frac13"), ("0.(3)", "\\frac{1}{3}"),
+    ("18 dollars", "18"), ("50\\%", "50"), ("\\dfrac{1}{2}", "0.5"), ("\u22125", "-5"), ("x = 5", "5"),
+    ("\\{1,2,3\\}", "\\{3,2,1\\}"), ("\\text{5}", "5"),
+]
+NOT_EQUAL_BOTH_WAYS = [
+    ("50\\%", "0.5"), ("0.\\overline{3}", "0.3"), ("1.5e3", "1.5"), ("[1,2)", "1 \\le x \\le 2"), ("5 or 6", "5"),
+    ("2 million", "2"), ("None", "5"), ("-5", "5"), ("1\\,000", "1"),
+]
+
+
+@pytest.mark.parametrize("a,b", EQUAL_BOTH_WAYS)
+def test_equal_in_both_orders(a, b):
+    assert answers_equivalent(a, b) is True
+    assert answers_equivalent(b, a) is True
+
+
+@pytest.mark.parametrize("a,b", NOT_EQUAL_BOTH_WAYS)
+def test_not_equal_in_both_orders(a, b):
+    assert answers_equivalent(a, b) is False
+    assert answers_equivalent(b, a) is False
+
+
+@pytest.mark.parametrize("a,b", ONE_WAY_IN_MATH_VERIFY)
+def test_pairs_really_are_one_way_in_math_verify(a, b):
+    """Keeps the table above meaningful: if math-verify turns symmetric, these stop testing our fix."""
+    from math_verify import parse, verify
+
+    pa, pb = parse(f"${a}$"), parse(f"${b}$")
+    assert verify(pa, pb) != verify(pb, pa)
+
+
+def test_grading_off_the_main_thread():
+    """Without SIGALRM (any thread but the main one) extraction and grading still work, without budgets."""
+    rows = [("The answer is 5. Check: 5 + 1 = 6.", "5"), ("\\boxed{3} or \\boxed{4}", "4"), ("#### 18 dollars", "18")]
+    out = []
+    t = threading.Thread(target=lambda: out.extend(score_math(Sample("u", "p", r, g), CFG).reward for r, g in rows))
+    t.start()
+    t.join(60)
+    assert out == [1.0, 0.0, 1.0]
