@@ -43,6 +43,12 @@ CANDIDATES: dict[str, dict] = {
     "add_max19": dict(operations=["+"], min_digits=1, max_digits=2, max_value=19),
 }
 
+def _whole_space(name: str) -> ArithmeticData:
+    """A candidate with no held-out split: calibration measures the untrained model on the whole
+    task, and small candidates (e.g. add1: 100 problems) hold out fewer than --prompts problems."""
+    return ArithmeticData(**CANDIDATES[name], eval_fraction=0.0, num_eval=0)
+
+
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -135,8 +141,8 @@ def main() -> None:
     names = args.only or list(CANDIDATES)
     texts, index = [], []  # one flat prompt list for all candidates: one engine, one big batch
     for name in names:
-        cfg = ArithmeticData(**CANDIDATES[name])
-        rows = generate_arithmetic(cfg, "eval", args.prompts)
+        cfg = _whole_space(name)
+        rows = generate_arithmetic(cfg, "train", args.prompts)
         for r in rows:
             texts.append(tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True))
             index.append((name, r))
@@ -161,7 +167,7 @@ def main() -> None:
           f"T=1.0 max_tokens={args.max_tokens}  ({ntok} tokens in {secs:.0f}s, {ntok / secs:.0f} tok/s)")
     print(f"{'candidate':12s} {'task':44s} {'mean acc':>8s} {f'pass@{args.samples}':>7s} {'mean len':>8s}")
     for name in names:
-        cfg = ArithmeticData(**CANDIDATES[name])
+        cfg = _whole_space(name)
         desc = (f"{'/'.join(cfg.operations)} x{cfg.num_operands} d{cfg.min_digits}-{cfg.max_digits}"
                 f"{f' <={cfg.max_value}' if cfg.max_value is not None else ''}"
                 f"{' sys' if cfg.system_prompt else ''} tmpl={cfg.prompt_template[8:][:20]!r}")

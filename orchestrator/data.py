@@ -1,12 +1,18 @@
-"""Prompt data: config, loading with a bad-row report, and the deterministic prompt stream.
+"""Prompt data: config, loading with a bad-row report, held-out splits, and the prompt stream.
 
 What this does:
 - ``DataConfig`` is a tagged union keyed by ``type``: ``arithmetic`` (a seeded procedural generator),
   ``jsonl``, ``parquet`` and ``hf_dataset`` (a ``datasets.save_to_disk`` dir, or ``load_dataset`` on
   local files). Every variant carries the same prompt formatting fields (system prompt, template).
 - ``load_data(cfg)`` returns train and eval ``PromptRow`` lists plus one ``LoadReport`` per source:
-  bad rows (missing/empty prompt or answer, wrong types, unparsable lines, duplicate uids) are skipped
-  and counted with their 1-based row number and reason, for the trainer to log.
+  bad rows (missing/empty/non-finite prompt or answer, wrong types, unparsable lines, duplicate uids,
+  duplicate prompts) are skipped and counted with their 1-based row number and reason, for the
+  trainer to log. Each report also says how many distinct prompts each split holds and how many eval
+  prompts are training prompts too (0 by construction; counted, not assumed).
+- The eval split is held out by construction: the generator never draws a training problem from the
+  held-out part of its problem space (nor an eval problem from the rest), and file sources compare
+  prompts after ``normalised_prompt`` (case, whitespace, Unicode form), dedupe within each split and
+  drop training rows that repeat an eval prompt.
 - ``PromptStream`` yields batches in a seeded shuffled order, resumes exactly from ``state_dict()``,
   and accepts a custom order (``set_order``) from a curriculum.
 
@@ -17,9 +23,12 @@ verifier pool checks answers), or curriculum logic itself (it only obeys an orde
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
 import json
 import math
 import random
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -76,6 +85,12 @@ class ArithmeticData(_DataBase):
     Instruct with bench/calibrate_task.py: 17% mean per-sample accuracy, 64% pass@8 at T=1 (64
     prompts x 8), i.e. hard enough to improve on, easy enough that most groups carry a signal.
     Single-digit operands are too easy for pass@8 (~87%), full two-digit ones too hard (~9% acc).
+
+    Held-out split: a fixed ``eval_fraction`` of the problem space (chosen by a hash of each
+    problem, seeded by ``split_seed``, not by ``seed``) is eval-only; training never draws from it,
+    whatever ``seed``, ``num_train`` or ``num_eval``. A problem is its expression up to the order of
+    the terms of a sum and the factors of a product, so "3 + 5" and "5 + 3" always fall on the same
+    side. The default task has 400 distinct prompts: about 100 are held out.
     """
 
     type: Literal["arithmetic"] = Field(default="arithmetic", description="Source kind.")
@@ -100,9 +115,15 @@ class ArithmeticData(_DataBase):
         description="The row's prompt; '{expr}' is replaced by the expression (e.g. '7 + 5').",
     )
     seed: int = Field(default=0, description="Generator seed; the same seed gives the same problems.")
-    num_train: int = Field(default=2000, ge=1, description="Number of training problems.")
-    num_eval: int = Field(default=128, ge=0, description="Number of eval problems (drawn "
-                          "independently; they may repeat training problems when the space is small).")
+    num_train: int = Field(default=2000, ge=1, description="Number of training problems (drawn "
+                           "with repeats from the part of the problem space that is not held out).")
+    num_eval: int = Field(default=64, ge=0, description="Number of eval problems: distinct, and "
+                          "all from the held-out part; more than that part holds is an error.")
+    eval_fraction: float = Field(default=0.25, ge=0.0, lt=1.0, description="Fraction of the "
+                                 "problem space held out for eval (0 trains on all of it and "
+                                 "needs num_eval=0).")
+    split_seed: int = Field(default=0, description="Seed of the held-out part (independent of "
+                            "`seed`, so eval problems stay fixed when the training draw changes).")
 
     @model_validator(mode="after")
     def _digit_range(self) -> ArithmeticData:
@@ -113,6 +134,16 @@ class ArithmeticData(_DataBase):
                              f"{self.max_digits}-digit number")
         if "{expr}" not in self.question_template:
             raise ValueError("question_template must contain '{expr}'")
+        return self
+
+    @model_validator(mode="after")
+    def _split_fits(self) -> ArithmeticData:
+        if self.num_eval > 0 and self.eval_fraction == 0:
+            raise ValueError(f"num_eval={self.num_eval} needs eval_fraction > 0: eval problems "
+                             "come only from the held-out part of the problem space")
+        problem = _split_problem(self, problem_space(self), self.num_eval)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -214,6 +245,30 @@ class PromptRow:
 
 
 @dataclasses.dataclass
+class SplitStats:
+    """What one split ended up holding, so a log line shows whether eval is really held out.
+
+    ``in_train`` (eval only) counts eval rows whose normalised prompt is also a training prompt; it
+    is computed from the final rows rather than assumed, so a regression shows up in the log.
+    ``space`` (generator only) is how many distinct problems the split can draw from.
+    """
+
+    name: str
+    rows: int
+    distinct: int
+    in_train: int | None = None
+    space: int | None = None
+
+    def __str__(self) -> str:
+        s = f"{self.name} split: {self.rows} rows, {self.distinct} distinct prompts"
+        if self.space is not None:
+            s += f" (of {self.space} possible)"
+        if self.in_train is not None:
+            s += f", {self.in_train} also in train"
+        return s
+
+
+@dataclasses.dataclass
 class LoadReport:
     """What loading one source kept and skipped; ``summary()`` is the line to log."""
 
@@ -222,6 +277,7 @@ class LoadReport:
     num_skipped: int = 0
     reasons: Counter = dataclasses.field(default_factory=Counter)
     examples: list[str] = dataclasses.field(default_factory=list)
+    splits: list[SplitStats] = dataclasses.field(default_factory=list)
 
     def skip(self, row: int, reason: str, detail: str = "") -> None:
         self.num_skipped += 1
@@ -233,6 +289,8 @@ class LoadReport:
         s = f"{self.source}: {self.num_ok} rows ok, {self.num_skipped} skipped"
         if self.num_skipped:
             s += " (" + ", ".join(f"{r}: {n}" for r, n in self.reasons.most_common()) + ")"
+        s += "".join(f"; {split}" for split in self.splits)
+        if self.num_skipped:
             s += "; e.g. " + "; ".join(self.examples)
         return s
 
@@ -242,6 +300,24 @@ class LoadedData:
     train: list[PromptRow]
     eval: list[PromptRow]
     reports: list[LoadReport]
+
+    def overlap(self) -> int:
+        """Eval rows whose normalised prompt is also a training prompt (0 when eval is held out)."""
+        train = {normalised_prompt(r.messages) for r in self.train}
+        return sum(normalised_prompt(r.messages) in train for r in self.eval)
+
+
+def normalised_prompt(messages: Sequence[dict[str, str]]) -> str:
+    """The text two prompts are compared by when deduping and holding out.
+
+    Unicode NFKC form, case-folded, whitespace runs collapsed: "What is 2+3?" and " what  IS 2+3? "
+    are one problem. Spacing *inside* tokens is kept ("2+3" is not "2 + 3"), since removing all
+    whitespace would merge prompts that differ ("1 2" vs "12").
+    """
+    return "\n".join(
+        f"{m['role']}: " + " ".join(unicodedata.normalize("NFKC", m["content"]).casefold().split())
+        for m in messages
+    )
 
 
 _ROLES = ("system", "user", "assistant")
@@ -271,22 +347,40 @@ def _messages(prompt: Any, cfg: _DataBase) -> list[dict[str, str]] | str:
     return msgs
 
 
-def _answer(value: Any) -> str | tuple[str]:
-    """The answer as a string; a 1-tuple holds a skip reason."""
+_NON_FINITE = {"nan", "inf", "infinity"}
+
+
+def _answer(value: Any) -> str | tuple[str, str]:
+    """The answer as a string; a (reason, detail) pair says why the row is skipped.
+
+    NaN and infinities are refused as floats (JSON's NaN/Infinity literals parse to them) and as
+    the strings Python's float() reads as such ("nan", "-inf", "Infinity"): no model output can be
+    verified against them. LaTeX answers such as "\\infty" are kept. None never reaches here as
+    a value to stringify: callers report a missing answer first.
+    """
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        return (f"answer is {type(value).__name__}, expected str or number",)
-    if isinstance(value, float) and not math.isfinite(value):
-        return ("answer is not finite",)
-    s = str(value).strip()
-    return s if s else ("empty answer",)
+        return (f"answer is {type(value).__name__}, expected str or number", "")
+    s = str(value).strip()  # str(float("nan")) == "nan": one check covers floats and strings
+    if not s:
+        return ("empty answer", "")
+    if s.lstrip("+-").casefold() in _NON_FINITE:
+        return ("answer is not finite", repr(value))
+    return s
 
 
 def _rows_from_records(
-    records: Iterable[tuple[int, Any]], cfg: _FileData, split: str, report: LoadReport
+    records: Iterable[tuple[int, Any]], cfg: _FileData, split: str, report: LoadReport,
+    exclude: dict[str, int] | None = None,
 ) -> list[PromptRow]:
-    """Validate records (row number, object or an exception from parsing) into PromptRows."""
+    """Validate records (row number, object or an exception from parsing) into PromptRows.
+
+    Rows repeating an earlier row's normalised prompt are skipped ("duplicate prompt"), so a split
+    holds distinct problems; rows whose prompt is in ``exclude`` (normalised prompt -> row number
+    in the eval source) are skipped as "prompt in eval split", which keeps eval held out.
+    """
     out: list[PromptRow] = []
     seen: set[str] = set()
+    first_row: dict[str, int] = {}
     pk, ak = cfg.prompt_key, cfg.answer_key
     for row_no, rec in records:
         if isinstance(rec, Exception):
@@ -307,7 +401,7 @@ def _rows_from_records(
             continue
         ans = _answer(rec[ak])
         if isinstance(ans, tuple):
-            report.skip(row_no, ans[0])
+            report.skip(row_no, *ans)
             continue
         task = cfg.task
         if cfg.task_key is not None and rec.get(cfg.task_key) is not None:
@@ -326,7 +420,15 @@ def _rows_from_records(
         if uid in seen:
             report.skip(row_no, "duplicate uid", uid)
             continue
+        key = normalised_prompt(msgs)
+        if key in first_row:
+            report.skip(row_no, "duplicate prompt", f"as row {first_row[key]}")
+            continue
+        if exclude and key in exclude:
+            report.skip(row_no, "prompt in eval split", f"eval row {exclude[key]}")
+            continue
         seen.add(uid)
+        first_row[key] = row_no
         meta = {"row": row_no}
         out.append(PromptRow(uid=uid, messages=msgs, answer=ans, task=task, meta=meta))
         report.num_ok += 1
@@ -389,7 +491,9 @@ def _hf_records(cfg: HFDatasetData, split: str) -> Iterator[tuple[int, Any]]:
     return _table_records(ds)
 
 
-def _load_file_source(cfg: _FileData, split: str) -> tuple[list[PromptRow], LoadReport]:
+def _load_file_source(
+    cfg: _FileData, split: str, exclude: dict[str, int] | None = None
+) -> tuple[list[PromptRow], LoadReport]:
     if isinstance(cfg, HFDatasetData):
         which = cfg.split if split == "train" else cfg.eval_split
         report = LoadReport(source=f"{cfg.path}[{which}]")
@@ -401,29 +505,42 @@ def _load_file_source(cfg: _FileData, split: str) -> tuple[list[PromptRow], Load
             raise DataError(f"data file {str(path)!r} does not exist")
         report = LoadReport(source=str(path))
         records = _jsonl_records(path) if isinstance(cfg, JsonlData) else _parquet_records(path)
-    rows = _rows_from_records(records, cfg, split, report)
+    rows = _rows_from_records(records, cfg, split, report, exclude)
     if not rows:
         raise DataError(f"no usable rows in {report.summary()}")
     return rows, report
 
 
 def load_data(cfg: DataConfig) -> LoadedData:
-    """Load (or generate) the train and eval prompts of a data config."""
-    if isinstance(cfg, ArithmeticData):
-        train = generate_arithmetic(cfg, "train", cfg.num_train)
-        ev = generate_arithmetic(cfg, "eval", cfg.num_eval)
-        reports = [LoadReport(source="arithmetic[train]", num_ok=len(train)),
-                   LoadReport(source="arithmetic[eval]", num_ok=len(ev))]
-        return LoadedData(train=train, eval=ev, reports=reports)
+    """Load (or generate) the train and eval prompts of a data config, eval held out from train."""
+    data = _load_arithmetic(cfg) if isinstance(cfg, ArithmeticData) else _load_files(cfg)
+    _describe_splits(data, problem_space(cfg) if isinstance(cfg, ArithmeticData) else None)
+    return data
 
-    train, report = _load_file_source(cfg, "train")
-    reports = [report]
-    ev: list[PromptRow] = []
+
+def _load_arithmetic(cfg: ArithmeticData) -> LoadedData:
+    train = generate_arithmetic(cfg, "train", cfg.num_train)
+    ev = generate_arithmetic(cfg, "eval", cfg.num_eval)
+    reports = [LoadReport(source="arithmetic[train]", num_ok=len(train)),
+               LoadReport(source="arithmetic[eval]", num_ok=len(ev))]
+    return LoadedData(train=train, eval=ev, reports=reports)
+
+
+def _load_files(cfg: _FileData) -> LoadedData:
+    """A separate eval source wins: it is loaded first and training rows repeating one of its
+    prompts are dropped, so the eval set stays the fixed reference (e.g. a benchmark) whatever the
+    training file holds. With ``eval_fraction`` the hold-out is drawn from the deduped training
+    rows, so it holds out problems, not copies of training rows."""
     has_eval = cfg.eval_split is not None if isinstance(cfg, HFDatasetData) else cfg.eval_path is not None
+    ev: list[PromptRow] = []
+    reports: list[LoadReport] = []
     if has_eval:
         ev, eval_report = _load_file_source(cfg, "eval")
         reports.append(eval_report)
-    elif cfg.eval_fraction > 0:
+    exclude = {normalised_prompt(r.messages): r.meta["row"] for r in ev}
+    train, report = _load_file_source(cfg, "train", exclude)
+    reports.insert(0, report)
+    if not has_eval and cfg.eval_fraction > 0:
         n_eval = max(1, round(len(train) * cfg.eval_fraction))
         if n_eval >= len(train):
             raise DataError(f"eval_fraction {cfg.eval_fraction} leaves no training rows "
@@ -436,51 +553,152 @@ def load_data(cfg: DataConfig) -> LoadedData:
     return LoadedData(train=train, eval=ev, reports=reports)
 
 
+def _describe_splits(data: LoadedData, space: ProblemSpace | None) -> None:
+    """Attach each split's distinct-prompt count and the eval/train overlap to the reports.
+
+    Train goes on the first report, eval on the last (the same one when eval is a hold-out of a
+    single file), so the trainer's one log line per source carries them.
+    """
+    def distinct(rows: list[PromptRow]) -> int:
+        return len({normalised_prompt(r.messages) for r in rows})
+
+    data.reports[0].splits.append(SplitStats(
+        "train", len(data.train), distinct(data.train), space=space.train if space else None))
+    data.reports[-1].splits.append(SplitStats(
+        "eval", len(data.eval), distinct(data.eval), in_train=data.overlap(),
+        space=space.held_out if space else None))
+
+
 # --------------------------------------------------------------------------------------------------
 # arithmetic generator
+
+ENUMERATION_LIMIT = 50_000
+"""Problem spaces with at most this many operand/operator combinations are counted exactly, so a
+too-large num_eval fails when the config is validated (~0.3 s at 30k). Larger spaces are not counted:
+there a shortfall can only show as MAX_TRIES failed draws when the data is generated."""
+MAX_TRIES = 100_000
+"""Draws per row before giving up (negative answers and the other split's problems are redrawn)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemSpace:
+    """How many distinct prompts the generator can produce, and how many of them are held out."""
+
+    total: int
+    held_out: int
+
+    @property
+    def train(self) -> int:
+        return self.total - self.held_out
 
 
 def _lowest(digits: int) -> int:
     return 0 if digits == 1 else 10 ** (digits - 1)
 
 
+def _highest(digits: int, cfg: ArithmeticData) -> int:
+    return 10**digits - 1 if cfg.max_value is None else min(10**digits - 1, cfg.max_value)
+
+
 def _operand(rng: random.Random, cfg: ArithmeticData) -> int:
     digits = rng.randint(cfg.min_digits, cfg.max_digits)
-    hi = 10**digits - 1 if cfg.max_value is None else min(10**digits - 1, cfg.max_value)
-    return rng.randint(_lowest(digits), hi)
+    return rng.randint(_lowest(digits), _highest(digits, cfg))
+
+
+def _terms(operands: Sequence[int], ops: Sequence[str]) -> list[tuple[str, list[int]]]:
+    """The expression as signed products, * binding tighter: 2 * 3 - 4 -> [(+, [2, 3]), (-, [4])]."""
+    terms = [("+", [operands[0]])]
+    for op, x in zip(ops, operands[1:]):
+        if op == "*":
+            terms[-1][1].append(x)
+        else:
+            terms.append((op, [x]))
+    return terms
 
 
 def _evaluate(operands: Sequence[int], ops: Sequence[str]) -> int:
     """Integer value of operands joined by ops, with * binding tighter than + and -."""
-    terms, signs = [operands[0]], []
-    for op, x in zip(ops, operands[1:]):
-        if op == "*":
-            terms[-1] *= x
-        else:
-            terms.append(x)
-            signs.append(op)
-    total = terms[0]
-    for sign, t in zip(signs, terms[1:]):
-        total = total + t if sign == "+" else total - t
-    return total
+    return sum(math.prod(f) if sign == "+" else -math.prod(f) for sign, f in _terms(operands, ops))
+
+
+def _problem_key(operands: Sequence[int], ops: Sequence[str]) -> str:
+    """The problem up to commutativity: terms and factors sorted, so "5 + 3" is "3 + 5" and
+    "7 - 4 + 2 * 3" is "3 * 2 + 7 - 4". The hold-out is decided on this key, so a held-out problem
+    is not trained on with its operands in another order."""
+    return " ".join(sorted(sign + "*".join(map(str, sorted(f))) for sign, f in _terms(operands, ops)))
+
+
+def _is_held_out(key: str, cfg: ArithmeticData) -> bool:
+    """Whether a problem belongs to eval: a stable hash (not Python's salted hash()) of the split
+    seed and problem, compared with eval_fraction, so the same problems are held out in every
+    process and run."""
+    digest = hashlib.blake2b(f"{cfg.split_seed}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < cfg.eval_fraction * 2**64
+
+
+def problem_space(cfg: ArithmeticData) -> ProblemSpace | None:
+    """Count the distinct prompts (valid operand/operator combinations) and the held-out ones by
+    enumeration; None when there are more than ENUMERATION_LIMIT combinations."""
+    values = [v for d in range(cfg.min_digits, cfg.max_digits + 1)
+              for v in range(_lowest(d), _highest(d, cfg) + 1)]
+    ops = sorted(set(cfg.operations))
+    k = cfg.num_operands
+    if len(values) ** k * len(ops) ** (k - 1) > ENUMERATION_LIMIT:
+        return None
+    total = held = 0
+    for operands in itertools.product(values, repeat=k):
+        for op_seq in itertools.product(ops, repeat=k - 1):
+            if cfg.allow_negative or _evaluate(operands, op_seq) >= 0:
+                total += 1
+                held += _is_held_out(_problem_key(operands, op_seq), cfg)
+    return ProblemSpace(total=total, held_out=held)
+
+
+def _split_problem(cfg: ArithmeticData, space: ProblemSpace | None, num_eval: int) -> str | None:
+    """Why the split cannot serve ``num_eval`` distinct eval problems and any training, or None."""
+    if space is None:
+        return None
+    if space.train == 0:
+        return (f"eval_fraction={cfg.eval_fraction} holds out all {space.total} problems of this "
+                f"task (split_seed={cfg.split_seed}); none is left to train on")
+    if num_eval > space.held_out:
+        return (f"num_eval={num_eval} asks for more distinct eval problems than the "
+                f"{space.held_out} that eval_fraction={cfg.eval_fraction} holds out of this task's "
+                f"{space.total} (split_seed={cfg.split_seed}); lower num_eval or raise eval_fraction")
+    return None
 
 
 def generate_arithmetic(cfg: ArithmeticData, split: str, n: int) -> list[PromptRow]:
-    """``n`` problems for ``split``; deterministic in (cfg, split, n)."""
+    """``n`` problems for ``split``; deterministic in (cfg, split, n).
+
+    "train" draws (with repeats, as before) only problems outside the held-out part, "eval" draws
+    distinct problems only inside it: a draw from the other side, a repeat eval problem or a
+    negative answer (unless allowed) is redrawn.
+    """
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    want_held_out = split == "eval"
+    problem = _split_problem(cfg, problem_space(cfg), n if want_held_out else 0)
+    if problem:
+        raise DataError(problem)
     rng = random.Random(f"arithmetic:{cfg.seed}:{split}")
-    rows = []
+    rows: list[PromptRow] = []
+    drawn: set[str] = set()
     for i in range(n):
-        for _ in range(1000):
+        for _ in range(MAX_TRIES):
             operands = [_operand(rng, cfg) for _ in range(cfg.num_operands)]
             ops = [rng.choice(cfg.operations) for _ in range(cfg.num_operands - 1)]
             value = _evaluate(operands, ops)
-            if cfg.allow_negative or value >= 0:
+            expr = " ".join([str(operands[0])] + [f"{op} {x}" for op, x in zip(ops, operands[1:])])
+            if ((cfg.allow_negative or value >= 0)
+                    and _is_held_out(_problem_key(operands, ops), cfg) == want_held_out
+                    and not (want_held_out and expr in drawn)):
                 break
-        else:  # practically unreachable; keeps the generator total rather than looping forever
-            operands.sort(reverse=True)
-            ops = ["+"] * len(ops)
-            value = _evaluate(operands, ops)
-        expr = " ".join([str(operands[0])] + [f"{op} {x}" for op, x in zip(ops, operands[1:])])
+        else:
+            raise DataError(f"no new {split} problem in {MAX_TRIES} draws after {i} rows: the "
+                            f"{split} part of the problem space is (nearly) used up or rarely hit; "
+                            f"check num_{split}, eval_fraction and allow_negative")
+        drawn.add(expr)
         question = cfg.question_template.replace("{expr}", expr)
         msgs = _messages(question, cfg)
         assert isinstance(msgs, list)
@@ -563,7 +781,16 @@ class PromptStream:
     def state_dict(self) -> dict[str, Any]:
         order = None if self._custom is None else [self.rows[i].uid for i in self._custom]
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
-                "num_rows": len(self.rows), "order": order}
+                "num_rows": len(self.rows), "order": order, "fingerprint": self.fingerprint()}
+
+    def fingerprint(self) -> str:
+        """A hash of every row's uid, prompt and answer: a resume must continue on the SAME rows, not on
+        rows a changed generator or file happens to give the same count (the eval hold-out changed
+        which problems train under one seed, for instance)."""
+        h = hashlib.blake2b(digest_size=12)
+        for r in self.rows:
+            h.update(json.dumps([r.uid, r.messages, r.answer], sort_keys=True).encode())
+        return h.hexdigest()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["num_rows"] != len(self.rows) or state["seed"] != self.seed:
@@ -571,6 +798,11 @@ class PromptStream:
                 f"PromptStream state is for {state['num_rows']} rows / seed {state['seed']}, but this "
                 f"stream has {len(self.rows)} rows / seed {self.seed}: the data changed since the "
                 f"checkpoint"
+            )
+        if "fingerprint" in state and state["fingerprint"] != self.fingerprint():  # absent: older checkpoints
+            raise ValueError(
+                f"PromptStream state is for different rows (fingerprint {state['fingerprint']}, this stream "
+                f"{self.fingerprint()}): the data changed since the checkpoint"
             )
         order = state.get("order")
         if order is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -85,7 +86,10 @@ def test_jsonl_eval_file_and_holdout(tmp_path):
     train = _write_jsonl(tmp_path / "train.jsonl", lines)
     ev = _write_jsonl(tmp_path / "eval.jsonl", lines[:3] + ["oops"])
     d = load_data(JsonlData(path=train, eval_path=ev))
-    assert len(d.train) == 20 and len(d.eval) == 3
+    # the eval file is the fixed reference: training rows repeating its prompts are dropped
+    assert len(d.train) == 17 and len(d.eval) == 3 and d.overlap() == 0
+    assert d.reports[0].reasons["prompt in eval split"] == 3
+    assert d.reports[0].examples[0] == "row 1: prompt in eval split (eval row 1)"
     assert d.reports[1].num_skipped == 1 and d.reports[1].examples[0].startswith("row 4:")
     assert d.eval[0].uid == "eval-1"
 
@@ -100,12 +104,56 @@ def test_jsonl_eval_file_and_holdout(tmp_path):
 
 
 def test_duplicate_uid_and_max_rows(tmp_path):
-    lines = [json.dumps({"prompt": "q", "answer": "1", "id": i % 3}) for i in range(6)]
+    lines = [json.dumps({"prompt": f"q{i}", "answer": "1", "id": i % 3}) for i in range(6)]
     d = load_data(JsonlData(path=_write_jsonl(tmp_path / "d.jsonl", lines), uid_key="id"))
     assert [r.uid for r in d.train] == ["0", "1", "2"]
     assert d.reports[0].reasons["duplicate uid"] == 3
     d = load_data(JsonlData(path=tmp_path / "d.jsonl", max_rows=2))
     assert len(d.train) == 2
+
+
+def test_non_finite_and_missing_answers_skipped(tmp_path):
+    lines = [
+        '{"prompt": "q1", "answer": NaN}',                   # row 1: JSON NaN literal -> float nan
+        '{"prompt": "q2", "answer": Infinity}',              # row 2
+        '{"prompt": "q3", "answer": -Infinity}',             # row 3
+        json.dumps({"prompt": "q4", "answer": "nan"}),       # row 4: strings float() reads as such
+        json.dumps({"prompt": "q5", "answer": " inf "}),     # row 5
+        json.dumps({"prompt": "q6", "answer": "-Infinity"}),  # row 6
+        json.dumps({"prompt": "q7", "answer": None}),        # row 7: null is missing, not "None"
+        json.dumps({"prompt": "q8"}),                        # row 8: absent
+        json.dumps({"prompt": "q9", "answer": "\\infty"}),   # row 9: LaTeX infinity is an answer
+        json.dumps({"prompt": "q10", "answer": "1e999"}),    # row 10: a finite number, kept as text
+        json.dumps({"prompt": "q11", "answer": 2.5}),        # row 11
+    ]
+    d = load_data(JsonlData(path=_write_jsonl(tmp_path / "d.jsonl", lines)))
+    (rep,) = d.reports
+    assert [(r.meta["row"], r.answer) for r in d.train] == [(9, "\\infty"), (10, "1e999"), (11, "2.5")]
+    assert "None" not in [r.answer for r in d.train]
+    assert rep.num_skipped == 8
+    assert rep.reasons == {"answer is not finite": 6, "missing 'answer'": 2}
+    assert rep.examples == [
+        "row 1: answer is not finite (nan)",
+        "row 2: answer is not finite (inf)",
+        "row 3: answer is not finite (-inf)",
+        "row 4: answer is not finite ('nan')",
+        "row 5: answer is not finite (' inf ')",
+    ]
+    rest = load_data(JsonlData(path=_write_jsonl(tmp_path / "e.jsonl", lines[5:9]))).reports[0]
+    assert rest.examples == ["row 1: answer is not finite ('-Infinity')", "row 2: missing 'answer'",
+                             "row 3: missing 'answer'"]
+
+
+def test_parquet_nan_and_null_answers_skipped(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"prompt": ["a?", "b?", "c?", "d?"], "answer": [1.5, float("nan"), None, float("inf")]})
+    pq.write_table(table, tmp_path / "d.parquet")
+    d = load_data(ParquetData(path=tmp_path / "d.parquet"))
+    assert [r.answer for r in d.train] == ["1.5"]
+    assert d.reports[0].examples == ["row 2: answer is not finite (nan)", "row 3: missing 'answer'",
+                                     "row 4: answer is not finite (inf)"]
 
 
 def test_no_usable_rows_and_missing_file(tmp_path):
@@ -130,12 +178,14 @@ def test_hf_dataset_sources(tmp_path):
     import datasets
 
     rows = {"prompt": ["a?", "b?", "c?", ""], "answer": ["1", "2", "3", "4"]}
+    test = {"prompt": ["x?", "B?"], "answer": ["9", "2"]}  # "B?" is training's "b?" up to case
     dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows),
-                               "test": datasets.Dataset.from_dict({k: v[:2] for k, v in rows.items()})})
+                               "test": datasets.Dataset.from_dict(test)})
     dd.save_to_disk(str(tmp_path / "dd"))
     d = load_data(HFDatasetData(path=str(tmp_path / "dd"), eval_split="test"))
-    assert len(d.train) == 3 and len(d.eval) == 2
+    assert len(d.train) == 2 and len(d.eval) == 2 and d.overlap() == 0
     assert d.reports[0].reasons["empty prompt"] == 1
+    assert d.reports[0].reasons["prompt in eval split"] == 1
 
     datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "single"))
     assert len(load_data(HFDatasetData(path=str(tmp_path / "single"))).train) == 3
@@ -239,6 +289,9 @@ def test_stream_resume_is_exact():
     assert [[r.uid for r in resumed.next_batch()] for _ in range(5)] == ref_uids[7:]
     with pytest.raises(ValueError, match="data changed"):
         PromptStream(rows[:-1], batch_size=5, seed=3).load_state_dict(state)
+    swapped = rows[:4] + [dataclasses.replace(rows[4], answer="999")] + rows[5:]  # same count, other rows
+    with pytest.raises(ValueError, match="different rows .*data changed"):
+        PromptStream(swapped, batch_size=5, seed=3).load_state_dict(state)
 
 
 def test_stream_set_order():
