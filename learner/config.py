@@ -95,12 +95,15 @@ class LearnerConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> "LearnerConfig":
         wants_ref = getattr(self.loss, "ref_kl", None) is not None and self.loss.ref_kl.coef > 0
+        # SENT's penalty='ref_kl' also reads reference log-probs (JobConfig's reference_kl_needs_ref_model
+        # asks for ref_model then); without this, that config was rejected both with and without it.
+        uses_ref = wants_ref or getattr(self.loss, "penalty", None) == "ref_kl"
         if wants_ref and not self.ref_model:
             raise ValueError("loss.ref_kl is set: turn on ref_model so the learner computes "
                              "reference log-probs")
-        if self.ref_model and not wants_ref:
-            raise ValueError("ref_model is on but loss.ref_kl is not set: the frozen copy would "
-                             "be loaded for nothing")
+        if self.ref_model and not uses_ref:
+            raise ValueError("ref_model is on but loss.ref_kl is not set (nor SENT's penalty='ref_kl'): "
+                             "the frozen copy would be loaded for nothing")
         if self.weight_sync.backend == "nccl" and self.gpus_per_rank == 0:
             raise ValueError("weight_sync.backend='nccl' needs gpus_per_rank > 0")
         return self

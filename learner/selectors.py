@@ -136,7 +136,7 @@ def kl_cov_mask(cov: torch.Tensor, valid: torch.Tensor, kappa: float) -> torch.T
 @dataclass
 class SentSelection:
     low: torch.Tensor  # L: the low-entropy set
-    high_cov: torch.Tensor  # top-n of L by cov (gets 2 beta)
+    high_cov: torch.Tensor  # top-n of L by cov, less any overlap with low_cov (gets 2 beta)
     low_cov: torch.Tensor  # bottom-n of L by cov (gets 0.5 beta)
     cov: torch.Tensor  # covariance centred over L, 0 outside L
 
@@ -144,8 +144,9 @@ class SentSelection:
 def sent_selection(stats: TokenStats, kappa: float, low_frac: float = 0.8) -> SentSelection:
     """SENT v2 token sets (released code): L = bottom max(1, floor(0.8 N)) by H; cov centred over L.
 
-    n = max(1, floor(kappa |L|)). When 2n > |L| the two sets would overlap; we give the top-n first
-    and the bottom set the remaining |L| - n tokens [INFERRED: the paper does not say].
+    n = max(1, floor(kappa |L|)). When 2n > |L| the two sets overlap; the released code writes 2 beta
+    on the top-n first and 0.5 beta on the bottom-n afterwards, so the overlap ends at 0.5 beta
+    (ALGORITHMS.md §4): `low_cov` has n tokens, `high_cov` the top-n minus the overlap.
     """
     h = stats.require_entropy("SENT")
     n_valid = stats.num_valid
@@ -157,5 +158,5 @@ def sent_selection(stats: TokenStats, kappa: float, low_frac: float = 0.8) -> Se
     size = int(low.sum())
     n = max(1, math.floor(kappa * size))
     high_cov = _topk_mask(cov, low, n, largest=True)
-    low_cov = _topk_mask(cov, low & ~high_cov, min(n, size - int(high_cov.sum())), largest=False)
-    return SentSelection(low, high_cov, low_cov, cov)
+    low_cov = _topk_mask(cov, low, n, largest=False)
+    return SentSelection(low, high_cov & ~low_cov, low_cov, cov)

@@ -7,7 +7,7 @@ combinations). Validation never derives values: `resolve_*` helpers do that, vis
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -36,6 +36,9 @@ class TrainerConfig(_Section):
     steps: int = Field(20, ge=1, description="Training steps (generate -> verify -> advantages -> train -> sync).")
     prompts_per_step: int = Field(8, ge=1, description="Prompts per step; each gets rollout.samples_per_prompt samples.")
     seed: int = Field(0, description="Seeds data order, sampling and the learner.")
+    max_restarts: int = Field(2, ge=0, description=(
+        "Learner-group restarts after a rank dies: tear the group down, start it again, load the last "
+        "checkpoint, re-sync the engines and continue. 0 = a dead rank ends the run."))
 
 
 class DynamicSamplingConfig(_Section):
@@ -60,7 +63,9 @@ class AlgorithmConfig(_Section):
 
 class ClusterConfig(_Section):
     address: Optional[str] = Field(None, description=(
-        "Ray address to join; null joins $RAY_ADDRESS when set (ray job submit) else starts a local Ray."))
+        "Ray cluster to join: host:port, or 'auto' for this machine's `ray start` cluster. null joins "
+        "$RAY_ADDRESS when set (as under `ray job submit`), else starts a private local Ray "
+        "(address='local'), which a stale or foreign Ray cluster file cannot redirect."))
     num_cpus: Optional[int] = Field(None, ge=1, description=(
         "Logical CPUs of a local Ray; null = enough for every placement bundle (at least os.cpu_count()).")) 
     dashboard: bool = Field(True, description="Start the Ray dashboard (127.0.0.1:8265) with a local Ray.")
@@ -83,11 +88,124 @@ class CheckpointConfig(_Section):
 
 
 class LoggingConfig(_Section):
-    output_dir: str = Field("runs", description="Runs are written under output_dir/run_name.")
+    output_dir: str = Field("runs", description=(
+        "Where run dirs live (output_dir/run_name): a local path or a filesystem URI (s3://, gs://, "
+        "file://, ...). Relative paths resolve against the working directory, inside a Ray job "
+        "against ~/forkrl (never the job's temporary working dir)."))
     run_name: Optional[str] = Field(None, description="Defaults to the recipe's file name.")
     progress: bool = Field(True, description="Show a progress bar.")
     plot: bool = Field(True, description="Write reward/entropy curves as PNG at the end (and at each eval).")
     ray_metrics: bool = Field(True, description="Export per-step metrics as ray.util.metrics gauges.")
+    tensorboard: bool = Field(False, description=(
+        "Also write TensorBoard event files to <run dir>/tensorboard (needs the `tensorboard` extra)."))
+    wandb_project: Optional[str] = Field(None, description=(
+        "Also log to this Weights & Biases project (needs the `wandb` extra); null = off."))
+    wandb_mode: Literal["offline", "online"] = Field("offline", description=(
+        "'offline' writes <run dir>/wandb/ without network (upload later with `wandb sync`)."))
+
+
+# ---- combination rules -----------------------------------------------------------------------------
+# Every cross-section rule of the job config, each a named function of the whole (already field-valid)
+# config returning the problem (naming the offending field) or None. JobConfig's validator runs all of
+# them and reports every problem at once; tests/test_config.py builds one minimal violating config per
+# entry of COMBINATION_RULES, so a new rule must come with its case there.
+
+
+def advantage_needs_a_group(cfg: "JobConfig") -> Optional[str]:
+    """GRPO and RLOO normalise within a prompt's group: one sample has no baseline."""
+    g = cfg.rollout.samples_per_prompt
+    if g < 2 and cfg.algorithm.advantage in ("grpo", "rloo"):
+        return (f"rollout.samples_per_prompt={g}: algorithm.advantage={cfg.algorithm.advantage!r} "
+                "normalises within a group and needs at least 2")
+    return None
+
+
+def dynamic_sampling_needs_a_group(cfg: "JobConfig") -> Optional[str]:
+    """Dynamic sampling keeps groups with unequal rewards: a group of one is never kept."""
+    if cfg.rollout.samples_per_prompt < 2 and cfg.algorithm.dynamic_sampling.enabled:
+        return "algorithm.dynamic_sampling.enabled needs rollout.samples_per_prompt >= 2"
+    return None
+
+
+def gpus_match_tensor_parallel(cfg: "JobConfig") -> Optional[str]:
+    """One engine spans exactly its tensor-parallel GPUs."""
+    r = cfg.rollout
+    if r.gpus_per_actor and r.gpus_per_actor != r.tensor_parallel_size:
+        return (f"rollout.gpus_per_actor={r.gpus_per_actor} must equal "
+                f"rollout.tensor_parallel_size={r.tensor_parallel_size}")
+    return None
+
+
+def tensor_parallel_needs_gpus(cfg: "JobConfig") -> Optional[str]:
+    """vLLM's tensor parallelism is a GPU feature."""
+    if cfg.rollout.tensor_parallel_size > 1 and not cfg.rollout.gpus_per_actor:
+        return "rollout.tensor_parallel_size > 1 needs GPUs (rollout.gpus_per_actor)"
+    return None
+
+
+def response_fits_model_len(cfg: "JobConfig") -> Optional[str]:
+    """The prompt needs room in the engine's context next to the longest response."""
+    r = cfg.rollout
+    if r.max_new_tokens >= r.max_model_len:
+        return (f"rollout.max_new_tokens={r.max_new_tokens} leaves no room for the prompt "
+                f"in rollout.max_model_len={r.max_model_len}")
+    return None
+
+
+def overlong_buffer_within_response(cfg: "JobConfig") -> Optional[str]:
+    """DAPO's soft penalty starts at max_new_tokens - buffer: it must be a real length."""
+    o = cfg.algorithm.overlong
+    if o.mode == "penalty" and o.buffer >= cfg.rollout.max_new_tokens:
+        return (f"algorithm.overlong.buffer={o.buffer} must be < "
+                f"rollout.max_new_tokens={cfg.rollout.max_new_tokens}")
+    return None
+
+
+def reference_kl_needs_ref_model(cfg: "JobConfig") -> Optional[str]:
+    """A KL term to the reference (ref_kl, or SENT's penalty='ref_kl') needs its log-probs."""
+    if _needs_reference(cfg.learner.loss) and not cfg.learner.ref_model:
+        return (f"learner.loss (type {cfg.learner.loss.type!r}) uses reference KL: "
+                "set learner.ref_model=true")
+    return None
+
+
+def scope_is_micro(cfg: "JobConfig") -> Optional[str]:
+    """Selection scopes other than the micro-batch are not wired into the learner yet."""
+    scope = getattr(cfg.learner.loss, "scope", "micro")
+    if scope != "micro":
+        return (f"learner.loss.scope={scope!r}: only 'micro' (what all three "
+                "reference codes use) is implemented in the learner so far")
+    return None
+
+
+def nccl_push_needs_gpu_rollout(cfg: "JobConfig") -> Optional[str]:
+    """An NCCL weight broadcast needs a GPU at the receiving end too."""
+    if cfg.learner.weight_sync.backend == "nccl" and not cfg.rollout.gpus_per_actor:
+        return "learner.weight_sync.backend='nccl' needs GPU rollout actors (rollout.gpus_per_actor)"
+    return None
+
+
+def eval_fits_the_eval_split(cfg: "JobConfig") -> Optional[str]:
+    """The trainer evaluates on the first eval.num_prompts held-out rows: asking for more than the
+    generator holds out would silently evaluate fewer (file sources are counted only when loaded)."""
+    if isinstance(cfg.data, ArithmeticData) and cfg.eval.every_steps and cfg.eval.num_prompts > cfg.data.num_eval:
+        return (f"eval.num_prompts={cfg.eval.num_prompts} is more than the {cfg.data.num_eval} held-out "
+                "problems of data.num_eval")
+    return None
+
+
+COMBINATION_RULES: tuple[Callable[["JobConfig"], Optional[str]], ...] = (
+    advantage_needs_a_group,
+    dynamic_sampling_needs_a_group,
+    gpus_match_tensor_parallel,
+    tensor_parallel_needs_gpus,
+    response_fits_model_len,
+    overlong_buffer_within_response,
+    reference_kl_needs_ref_model,
+    scope_is_micro,
+    nccl_push_needs_gpu_rollout,
+    eval_fits_the_eval_split,
+)
 
 
 class JobConfig(_Section):
@@ -107,33 +225,7 @@ class JobConfig(_Section):
 
     @model_validator(mode="after")
     def _combinations(self) -> "JobConfig":
-        problems = []
-        g = self.rollout.samples_per_prompt
-        if g < 2 and self.algorithm.advantage in ("grpo", "rloo"):
-            problems.append(f"rollout.samples_per_prompt={g}: algorithm.advantage="
-                            f"{self.algorithm.advantage!r} normalises within a group and needs at least 2")
-        if g < 2 and self.algorithm.dynamic_sampling.enabled:
-            problems.append("algorithm.dynamic_sampling.enabled needs rollout.samples_per_prompt >= 2")
-        if self.rollout.gpus_per_actor and self.rollout.gpus_per_actor != self.rollout.tensor_parallel_size:
-            problems.append(f"rollout.gpus_per_actor={self.rollout.gpus_per_actor} must equal "
-                            f"rollout.tensor_parallel_size={self.rollout.tensor_parallel_size}")
-        if self.rollout.tensor_parallel_size > 1 and not self.rollout.gpus_per_actor:
-            problems.append("rollout.tensor_parallel_size > 1 needs GPUs (rollout.gpus_per_actor)")
-        if self.rollout.max_new_tokens >= self.rollout.max_model_len:
-            problems.append(f"rollout.max_new_tokens={self.rollout.max_new_tokens} leaves no room for the prompt "
-                            f"in rollout.max_model_len={self.rollout.max_model_len}")
-        if (self.algorithm.overlong.mode == "penalty"
-                and self.algorithm.overlong.buffer >= self.rollout.max_new_tokens):
-            problems.append(f"algorithm.overlong.buffer={self.algorithm.overlong.buffer} must be < "
-                            f"rollout.max_new_tokens={self.rollout.max_new_tokens}")
-        if _needs_reference(self.learner.loss) and not self.learner.ref_model:
-            problems.append(f"learner.loss (type {self.learner.loss.type!r}) uses reference KL: "
-                            "set learner.ref_model=true")
-        if getattr(self.learner.loss, "scope", "micro") != "micro":
-            problems.append(f"learner.loss.scope={self.learner.loss.scope!r}: only 'micro' (what all three "
-                            "reference codes use) is implemented in the learner so far")
-        if self.learner.weight_sync.backend == "nccl" and not self.rollout.gpus_per_actor:
-            problems.append("learner.weight_sync.backend='nccl' needs GPU rollout actors (rollout.gpus_per_actor)")
+        problems = [p for rule in COMBINATION_RULES if (p := rule(self)) is not None]
         if problems:
             raise ValueError("; ".join(problems))
         return self

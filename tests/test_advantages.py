@@ -51,3 +51,27 @@ def test_unknown_name_and_duplicate_registration():
         register_advantage("grpo")(lambda r: r)
     with pytest.raises(ValueError, match="num_groups"):
         compute_advantages("grpo", torch.ones(8))
+
+
+def test_group_of_two_is_enough_and_rloo_of_two_is_the_difference():
+    R = torch.tensor([[1.0, 0.0]])
+    torch.testing.assert_close(compute_advantages("rloo", R), torch.tensor([[1.0, -1.0]]))
+    # std of (1, 0) (Bessel) is 1/sqrt(2): A = +-0.5 * sqrt(2) / (1 + 1e-6 sqrt(2))
+    torch.testing.assert_close(compute_advantages("grpo", R), torch.tensor([[0.70710578, -0.70710578]]))
+
+
+def test_grpo_epsilon_is_added_to_the_std():
+    """A near-flat group: std ~ 7e-7, comparable to eps = 1e-6, so the sign of eps shows."""
+    R = torch.tensor([[0.0, 1e-6]])
+    std = 1e-6 / 2 ** 0.5
+    want = torch.tensor([[-0.5e-6, 0.5e-6]]) / (std + 1e-6)
+    torch.testing.assert_close(compute_advantages("grpo", R), want)
+    assert compute_advantages("grpo", R).abs().max() < 0.5
+
+
+def test_registered_estimators_are_the_module_functions():
+    from orchestrator import advantages
+
+    R = torch.tensor([[1.0, 0.0, 3.0]])
+    for name in ("grpo", "drgrpo", "rloo"):
+        torch.testing.assert_close(getattr(advantages, name)(R), compute_advantages(name, R))

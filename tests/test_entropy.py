@@ -152,3 +152,21 @@ def test_bf16_logits_grad_dtype():
     assert lp.dtype == torch.float32
     lp.sum().backward()
     assert logits.grad.dtype == torch.bfloat16
+
+
+def test_argument_checks_and_label_edges():
+    logits = torch.randn(2, 3, 5)
+    labels = torch.tensor([[0, -1, 4], [-100, 2, 0]])  # 0 is a real token id; every negative id is ignored
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="temperature"):
+            token_logprobs_and_entropy(logits, labels, temperature=bad)
+    with pytest.raises(ValueError, match="chunk_size"):
+        token_logprobs_and_entropy(logits, labels, chunk_size=0)
+    with pytest.raises(ValueError, match="do not match"):
+        token_logprobs_and_entropy(logits, labels[:, :2])
+    lp, ent = token_logprobs_and_entropy(logits, labels, temperature=0.5, chunk_size=1)
+    lp_n, ent_n = naive(logits, labels.clamp_min(0), 0.5)
+    keep = labels >= 0
+    torch.testing.assert_close(lp[keep].double(), lp_n[keep], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent[keep].double(), ent_n[keep], atol=1e-5, rtol=1e-5)
+    assert torch.all(lp[~keep] == 0) and torch.all(ent[~keep] == 0) and torch.all(lp[keep] < 0)

@@ -15,11 +15,14 @@ def test_recovers_exact_law_and_ceiling():
     assert fit["ceiling"] == pytest.approx(b - a) and fit["r2"] == pytest.approx(1.0)
 
 
-def test_noisy_fit_has_r2_below_one():
-    H = [1.2, 1.0, 0.8, 0.6, 0.4, 0.2]
-    R = [-0.2 * math.exp(h) + 0.8 + e for h, e in zip(H, [0.01, -0.02, 0.015, 0.0, -0.01, 0.02])]
+def test_noisy_fit_is_least_squares_by_hand():
+    # x = exp(H) = 1, 2, 3, 4; mean x 2.5, mean R 0.225; Sxy = -0.95, Sxx = 5 -> slope -0.19 = -a,
+    # b = 0.225 + 0.19 * 2.5 = 0.7; residuals -0.01, -0.02, 0.07, -0.04 -> r2 = 1 - 0.007 / 0.1875
+    H = [0.0, math.log(2), math.log(3), math.log(4)]
+    R = [0.5, 0.3, 0.2, -0.1]
     fit = fit_entropy_law(H, R)
-    assert 0.5 < fit["r2"] < 1.0 and fit["a"] > 0
+    assert fit["a"] == pytest.approx(0.19) and fit["b"] == pytest.approx(0.7)
+    assert fit["ceiling"] == pytest.approx(0.51) and fit["r2"] == pytest.approx(1 - 0.007 / 0.1875)
 
 
 @pytest.mark.parametrize(

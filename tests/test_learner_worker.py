@@ -7,6 +7,7 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed picks its accelerato
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from learner.config import LearnerConfig
 from learner.types import TrainBatch
@@ -34,6 +35,19 @@ def make_worker(model_dir, **overrides):
     return LearnerWorker(cfg, str(model_dir), seed=0)
 
 
+def initial_entropy(model_dir, batch: TrainBatch) -> float:
+    """Token-mean entropy of softmax(z) over the loss tokens, from a plain forward of the initial model."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    with torch.no_grad():
+        logits = model(batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    logp = torch.log_softmax(logits.double(), -1)
+    ent = -(logp.exp() * logp).sum(-1)
+    mask = batch.loss_mask[:, 1:].double()
+    return float((ent * mask).sum() / mask.sum())
+
+
 def seq_logprob(worker, batch) -> torch.Tensor:
     return (worker.compute_logprobs(batch) * batch.loss_mask).sum(dim=1)
 
@@ -53,9 +67,13 @@ def test_shard_covers_rows_once_balanced_and_pickles():
 def test_shard_with_mini_batches_keeps_global_mini_batches():
     batch = make_batch(8)
     global_parts = batch.split(2)
-    for shard in batch.shard(3, mini_batches=2):
-        for k, part in enumerate(shard.split(2)):
-            assert set(part.input_ids[:, 0].tolist()) <= set(global_parts[k].input_ids[:, 0].tolist())
+    for n in (1, 2, 3):
+        per_k = [[] for _ in global_parts]
+        for shard in batch.shard(n, mini_batches=2):
+            for k, part in enumerate(shard.split(2)):
+                per_k[k].extend(part.input_ids[:, 0].tolist())
+        for k, rows in enumerate(per_k):  # the ranks' k-th slices are exactly the global k-th mini-batch
+            assert sorted(rows) == sorted(global_parts[k].input_ids[:, 0].tolist()), (n, k)
 
 
 def test_micro_batches_trim_padding_and_loss_mask_position_zero():
@@ -69,16 +87,20 @@ def test_micro_batches_trim_padding_and_loss_mask_position_zero():
 
 
 def test_config_rejects_unknown_fields_and_resolves_auto():
-    with pytest.raises(Exception, match="extra"):
+    with pytest.raises(ValidationError, match="extra"):
         LearnerConfig(num_rank=2)
     cfg = LearnerConfig(loss={"type": "clip_cov"})
     assert cfg.loss.type == "clip_cov"
     assert cfg.resolve_dtype(on_gpu=False) == "float32" and cfg.resolve_dtype(on_gpu=True) == "bfloat16"
     assert cfg.resolve_sync_backend() == "gloo"
-    with pytest.raises(Exception, match="ref_model"):
+    with pytest.raises(ValidationError, match="ref_model"):
         LearnerConfig(loss={"type": "ppo_clip", "ref_kl": {"coef": 0.1}})
-    with pytest.raises(Exception, match="ref_kl"):
+    with pytest.raises(ValidationError, match="ref_kl"):
         LearnerConfig(ref_model=True)
+    with pytest.raises(ValidationError, match="gpus_per_rank"):
+        LearnerConfig(weight_sync={"backend": "nccl"})
+    # SENT's penalty='ref_kl' reads reference log-probs: ref_model is needed there, not "for nothing"
+    assert LearnerConfig(ref_model=True, loss={"type": "sent", "penalty": "ref_kl", "ref_kl": None}).ref_model
 
 
 # ---- LearnerWorker --------------------------------------------------------------------------------
@@ -89,9 +111,13 @@ def test_positive_advantage_raises_and_negative_lowers_logprob(tiny_model_dir):
     metrics = worker.train_step(TrainBatch.cat([up, down]))
     assert seq_logprob(worker, up) > before_up + 1e-3
     assert seq_logprob(worker, down) < before_down - 1e-3
-    for key in ("loss", "grad_norm", "entropy", "train_tokens", "train_seconds", "tokens_per_s", "lr"):
-        assert key in metrics and metrics[key] == metrics[key], key
-    assert metrics["train_tokens"] == up.num_tokens + down.num_tokens
+    # on policy (r = 1) the PPO loss is token-mean(-A): +1 and -1 over 10 loss tokens each -> 0
+    assert metrics["loss"] == pytest.approx(0.0, abs=1e-6) and metrics["pg_loss"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["entropy"] == pytest.approx(initial_entropy(tiny_model_dir, TrainBatch.cat([up, down])), rel=1e-4)
+    assert metrics["grad_norm"] > 0
+    assert metrics["train_tokens"] == up.num_tokens + down.num_tokens == 32
+    assert metrics["train_seconds"] > 0
+    assert metrics["tokens_per_s"] == pytest.approx(32 / metrics["train_seconds"])
     assert metrics["lr"] == pytest.approx(1e-3)
 
 

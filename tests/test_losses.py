@@ -52,6 +52,23 @@ def token_mean(x, m):
     return (x * m).sum() / m.sum()
 
 
+def agg_by_hand(x, m, mode, C=16.0, num_tokens=None, num_seqs=None):
+    """ALGORITHMS.md §0 written out row by row, independently of learner.aggregation."""
+    rows = [([float(v) for v, k in zip(xr, mr) if k > 0]) for xr, mr in zip(x.tolist(), m.tolist())]
+    rows_with_tokens = [r for r in rows if r]
+    n_tok = num_tokens if num_tokens is not None else sum(len(r) for r in rows)
+    n_seq = num_seqs if num_seqs is not None else len(rows_with_tokens)
+    total = sum(sum(r) for r in rows)
+    if mode == "token-mean":
+        return torch.tensor(total / n_tok)
+    if mode == "seq-mean-token-mean":
+        return torch.tensor(sum(sum(r) / len(r) for r in rows_with_tokens) / n_seq)
+    if mode == "seq-mean-token-sum":
+        return torch.tensor(total / n_seq)
+    assert mode == "seq-mean-token-sum-norm"
+    return torch.tensor(total / C)
+
+
 # ---------- §5 primitives and §1 base objectives ----------
 
 
@@ -63,7 +80,7 @@ def token_mean(x, m):
 def test_ratio_one_gives_agg_of_minus_A(cfg_cls, extra, mode):
     d = make(on_policy=True)
     loss, _, _ = run(d, cfg_cls(**extra, **agg_kw(mode)))
-    expected = aggregate(-d["advantages"], d["mask"], mode, norm_constant=16.0)
+    expected = agg_by_hand(-d["advantages"], d["mask"], mode, C=16.0)
     torch.testing.assert_close(loss, expected)
 
 
@@ -147,6 +164,13 @@ def test_sharded_batch_sums_to_unsharded_loss_and_gradient(mode):
         shard_grads.append(grad)
     torch.testing.assert_close(sum(shard_losses), full_loss)
     torch.testing.assert_close(torch.cat(shard_grads), full_grad)
+    # and the unsharded loss is the formula itself (a uniform scale error would pass the comparison above)
+    r = torch.exp(d["logprobs"] - d["old_logprobs"])
+    A, m = d["advantages"], d["mask"]
+    pg = torch.maximum(-A * r, -A * r.clamp(0.8, 1.28))
+    x = d["ref_logprobs"] - d["logprobs"]
+    per_token = pg + 0.01 * (x.exp() - x - 1) - 0.01 * d["entropy"].detach()
+    torch.testing.assert_close(full_loss, agg_by_hand(per_token, m, mode, C=16.0))
 
 
 def test_global_normaliser_equal_to_local_count_changes_nothing_under_forking():
@@ -156,6 +180,89 @@ def test_global_normaliser_equal_to_local_count_changes_nothing_under_forking():
     b, gb, _ = run(d, cfg, global_num_tokens=float(d["mask"].sum()), global_num_seqs=float(d["mask"].shape[0]))
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(ga, gb)
+
+
+# A known small batch: row 0 has 3 tokens, row 1 one token, row 2 is all padding (carries no sample).
+AGG_X = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0], [9.0, 9.0, 9.0, 9.0]])
+AGG_M = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("mode,local,global_", [
+    # local normalisers: 4 tokens, 2 sequences; global: 10 tokens, 4 sequences; C = 8
+    ("token-mean", 11 / 4, 11 / 10),  # (1+2+3+5) / tokens
+    ("seq-mean-token-mean", (6 / 3 + 5 / 1) / 2, (6 / 3 + 5 / 1) / 4),  # mean over rows of row means
+    ("seq-mean-token-sum", (6 + 5) / 2, (6 + 5) / 4),  # mean over rows of row sums
+    ("seq-mean-token-sum-norm", 11 / 8, 11 / 8),  # Dr.GRPO: total / C, whatever the counts
+])
+def test_aggregate_literal_values(mode, local, global_):
+    for m in (AGG_M, AGG_M.bool()):
+        got = aggregate(AGG_X, m, mode, norm_constant=8.0)
+        assert float(got) == pytest.approx(local)
+        assert float(got) == pytest.approx(float(agg_by_hand(AGG_X, AGG_M, mode, C=8.0)))
+        got = aggregate(AGG_X, m, mode, num_tokens=10.0, num_seqs=4.0, norm_constant=8.0)
+        assert float(got) == pytest.approx(global_)
+
+
+def test_aggregate_rejects_unknown_mode_and_missing_constant():
+    with pytest.raises(ValueError, match="norm_constant"):
+        aggregate(AGG_X, AGG_M, "seq-mean-token-sum-norm")
+    with pytest.raises(ValueError, match="unknown aggregation mode"):
+        aggregate(AGG_X, AGG_M, "token-sum")
+
+
+def ppo_literal_batch():
+    """ratios row 0 (A = 1): 1, 1.5, 0.5; row 1 (A = -0.5): 1.1, 0.7, padding. eps 0.2.
+    Per-token PPO-clip loss max(-A r, -A clip(r)): row 0: -1, -1.2 (clipped), -0.5; row 1: 0.55, 0.4
+    (clipped). Row sums -2.7 and 0.95; 5 tokens."""
+    r = torch.tensor([[1.0, 1.5, 0.5], [1.1, 0.7, 1.0]])
+    old = torch.full((2, 3), -1.0)
+    return dict(logprobs=old + r.log(), old_logprobs=old, advantages=torch.tensor([[1.0] * 3, [-0.5] * 3]),
+                mask=torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]), entropy=None)
+
+
+@pytest.mark.parametrize("mode,expected", [
+    ("token-mean", -0.35),  # (-2.7 + 0.95) / 5
+    ("seq-mean-token-mean", -0.2125),  # (-2.7 / 3 + 0.95 / 2) / 2
+    ("seq-mean-token-sum", -0.875),  # (-2.7 + 0.95) / 2
+    ("seq-mean-token-sum-norm", -0.4375),  # (-2.7 + 0.95) / 4
+])
+def test_ppo_clip_loss_literal_value_per_mode(mode, expected):
+    kw = {"agg": mode, "agg_norm_constant": 4.0} if mode.endswith("norm") else {"agg": mode}
+    loss, grad, m = run(ppo_literal_batch(), PPOClipLoss(**kw))
+    assert float(loss) == pytest.approx(expected)
+    assert m["loss"] == pytest.approx(expected) and m["pg_loss"] == pytest.approx(expected)
+    assert m["clipfrac_high"] == pytest.approx(0.2) and m["clipfrac_low"] == pytest.approx(0.2)
+    if mode == "token-mean":  # d/dlp (-A r) = -A r on unclipped tokens, / 5 tokens
+        torch.testing.assert_close(grad, torch.tensor([[-0.2, 0.0, -0.1], [0.11, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("estimator,kl,grad", [
+    # lp = (-1, -2), lp_ref = (-1.5, -1), x = lp_ref - lp = (-0.5, 1); token-mean over 2 tokens
+    ("k1", -0.25, [0.5, 0.5]),  # lp - lp_ref = (0.5, -1); d/dlp = 1
+    ("k3", (math.exp(-0.5) - 0.5 + math.e - 2) / 2,  # exp(x) - x - 1 = (0.1065..., 0.7183...)
+     [(1 - math.exp(-0.5)) / 2, (1 - math.e) / 2]),  # d/dlp = 1 - exp(x)
+])
+def test_ref_kl_estimator_choice_reaches_the_loss(estimator, kl, grad):
+    """On policy with A = 0 the loss is coef * agg(KL) alone, so the estimator's value is visible."""
+    lp = torch.tensor([[-1.0, -2.0]])
+    d = dict(logprobs=lp, old_logprobs=lp.clone(), advantages=torch.zeros(1, 2), mask=torch.ones(1, 2),
+             entropy=None, ref_logprobs=torch.tensor([[-1.5, -1.0]]))
+    loss, g, m = run(d, PPOClipLoss(ref_kl=RefKLConfig(coef=0.1, estimator=estimator)))
+    assert m["kl"] == pytest.approx(kl)
+    assert float(loss) == pytest.approx(0.1 * kl)
+    torch.testing.assert_close(g, 0.1 * torch.tensor([grad]))
+
+
+def test_ref_kl_off_when_coef_zero_and_clamped_per_token():
+    lp = torch.tensor([[-1.0, -30.0]])
+    d = dict(logprobs=lp, old_logprobs=lp.clone(), advantages=torch.zeros(1, 2), mask=torch.ones(1, 2),
+             entropy=None, ref_logprobs=torch.tensor([[-1.5, 0.0]]))
+    loss, _, m = run(d, PPOClipLoss(ref_kl=RefKLConfig(coef=0.0)))
+    assert float(loss) == 0.0 and "kl" not in m
+    _, _, m = run(d, PPOClipLoss(ref_kl=RefKLConfig(coef=1.0, estimator="k1")))
+    assert m["kl"] == pytest.approx((0.5 - 10.0) / 2)  # -30 - 0 clamps to -10
+    _, _, m = run(d, PPOClipLoss(ref_kl=RefKLConfig(coef=1.0, estimator="k3")))
+    assert m["kl"] == pytest.approx((math.exp(-0.5) - 0.5 + 10.0) / 2)  # exp(30) - 31 clamps to 10
 
 
 # ---------- §2 Clip-Cov ----------
@@ -397,6 +504,187 @@ def test_sent_v1_averages_over_L_only():
     log_r = d["logprobs"] - d["old_logprobs"]
     per_tok = -d["advantages"] * log_r.exp() + beta * log_r.abs()
     torch.testing.assert_close(loss, (per_tok * low).sum() / low.sum())
+
+
+def test_sent_overlapping_sets_end_at_half_beta():
+    """2n > |L|: the released code writes 2 beta on the top-n, then 0.5 beta on the bottom-n (ALGORITHMS.md §4)."""
+    h = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.9]])  # L = the 4 lowest (floor(0.8 * 5)); token 4 is outside
+    lp = torch.tensor([[-1.0, -2.0, -3.0, -4.0, -5.0]])
+    adv = torch.ones(1, 5)
+    adv[0, :2] = -1.0
+    stats = TokenStats(torch.ones(1, 5, dtype=torch.bool), lp, lp, adv, h)
+    sel = sent_selection(stats, kappa=0.75)  # n = floor(0.75 * 4) = 3 > |L| / 2
+    # cov over L: lp mean -2.5, A mean 0 -> (1.5)(-1), (0.5)(-1), (-0.5)(1), (-1.5)(1)
+    torch.testing.assert_close(sel.cov, torch.tensor([[-1.5, -0.5, -0.5, -1.5, 0.0]]))
+    assert sel.low.tolist() == [[True, True, True, True, False]]
+    assert int(sel.low_cov.sum()) == 3 and int(sel.high_cov.sum()) == 1
+    assert not bool((sel.high_cov & sel.low_cov).any()) and sel.high_cov[0, 1] | sel.high_cov[0, 2]
+    one = TokenStats(torch.tensor([[True, False]]), lp[:, :2], lp[:, :2], adv[:, :2], h[:, :2])
+    sel = sent_selection(one, kappa=2e-4)  # |L| = 1, n = 1: the token is in both sets, ends at 0.5 beta
+    assert sel.low.tolist() == [[True, False]] and sel.low_cov.tolist() == [[True, False]]
+    assert not bool(sel.high_cov.any())
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_sent_ref_kl_penalty_uses_k3_to_the_reference(version):
+    d = make(B=4, T=10, drift=0.5, seed=2)
+    d["ref_logprobs"] = d["old_logprobs"] - 0.3
+    beta, kappa = 0.5, 0.2
+    loss, _, _ = run(d, SENTLoss(version=version, penalty="ref_kl", beta=beta, kappa=kappa, ref_kl=None))
+    sel = sent_selection(sent_stats(d), kappa)
+    x = d["ref_logprobs"] - d["logprobs"]
+    k3 = x.exp() - x - 1
+    pg = -d["advantages"] * torch.exp(d["logprobs"] - d["old_logprobs"])
+    if version == "v2":
+        w = 2.0 * sel.high_cov.float() + 0.5 * sel.low_cov.float()
+        expected = token_mean(pg + beta * w * k3, d["mask"])
+    else:
+        low = sel.low.float()
+        expected = (((pg + beta * k3) * low).sum() / low.sum())
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ValueError, match="ref_logprobs"):
+        run(dict(d, ref_logprobs=None), SENTLoss(version=version, penalty="ref_kl", ref_kl=None))
+
+
+def test_dual_clip_literal_values():
+    """Row 0 (A = 0.5, r = 1, 1.1): -0.5, -0.55. Row 1 (A = -1, r = 5, 3): PPO gives 5 and 3, the dual
+    clip caps at -A c = 3; only r = 5 is counted as dual-clipped (3 is not above the cap)."""
+    r = torch.tensor([[1.0, 1.1], [5.0, 3.0]])
+    old = torch.full((2, 2), -2.0)
+    d = dict(logprobs=old + r.log(), old_logprobs=old, advantages=torch.tensor([[0.5, 0.5], [-1.0, -1.0]]),
+             mask=torch.ones(2, 2), entropy=None)
+    loss, grad, m = run(d, PPOClipLoss(dual_clip=3.0))
+    assert float(loss) == pytest.approx((-0.5 - 0.55 + 3.0 + 3.0) / 4)
+    assert (m["clipfrac_dual"], m["clipfrac_high"], m["clipfrac_low"]) == (0.25, 0.0, 0.0)
+    # d/dlp (-A r) = -A r where unclipped, 0 where the dual clip caps (r = 3 sits on the tie: not checked)
+    torch.testing.assert_close(grad.flatten()[:3], torch.tensor([-0.5 * 1.0, -0.5 * 1.1, 0.0]) / 4)
+
+
+def _float32_exact(d: float) -> float:
+    """exp(d) as the loss computes it (float32), so a test can put a ratio exactly on a clip bound."""
+    return float(torch.exp(torch.tensor(d)))
+
+
+def test_clip_fraction_metrics_at_the_exact_bound():
+    """A ratio exactly on 1 + eps_high (or 1 - eps_low) is not clipped: clamp leaves it unchanged."""
+    hi, lo = _float32_exact(0.25), _float32_exact(-0.25)
+    old = torch.zeros(1, 4)
+    lp = torch.tensor([[0.25, -0.25, 0.5, -0.5]])
+    d = dict(logprobs=lp, old_logprobs=old, advantages=torch.ones(1, 4), mask=torch.ones(1, 4), entropy=None)
+    _, _, m = run(d, CISPOLoss(eps_low=1.0 - lo, eps_high=hi - 1.0))
+    assert (m["clipfrac_high"], m["clipfrac_low"]) == (0.25, 0.25)  # only 0.5 and -0.5 are outside
+    _, _, m = run(d, PPOClipLoss(eps_low=1.0 - lo, eps_high=hi - 1.0))
+    assert (m["clipfrac_high"], m["clipfrac_low"]) == (0.25, 0.0)  # A > 0: r < 1 - eps is not clipped
+
+
+def test_gspo_clip_fraction_metrics():
+    """Sequence ratios: exp(0.2) and exp(0.5) (above 1 + 4e-4, A > 0: clipped high), exp(-0.2) (below
+    1 - 3e-4, A < 0: clipped low), exactly 1 and exp(1e-4) (inside the range: not clipped)."""
+    lp = torch.tensor([[0.1, 0.3], [-0.3, -0.1], [0.2, -0.2], [1e-4, 1e-4], [0.4, 0.6]])
+    A = torch.tensor([1.0, -1.0, 1.0, 1.0, 1.0])
+    d = dict(logprobs=lp, old_logprobs=torch.zeros(5, 2), advantages=A[:, None].expand(5, 2).clone(),
+             mask=torch.ones(5, 2), entropy=None)
+    loss, _, m = run(d, GSPOLoss())
+    assert m["clipfrac_high"] == pytest.approx(4 / 10) and m["clipfrac_low"] == pytest.approx(2 / 10)
+    s = torch.exp(torch.tensor([0.2, -0.2, 0.0, 1e-4, 0.5]))
+    per_seq = torch.maximum(-A * s, -A * s.clamp(1 - 3e-4, 1 + 4e-4))
+    assert float(loss) == pytest.approx(float(per_seq.mean()))
+
+
+def test_loss_metrics_are_the_values_they_name():
+    d = make(B=3, T=6, drift=0.4, seed=7)
+    d["ref_logprobs"] = d["old_logprobs"] - 0.2
+    cfg = KLCovLoss(kappa=0.2, ref_kl=RefKLConfig(coef=0.1, estimator="k1"))
+    loss, _, m = run(d, cfg)
+    valid = d["mask"] > 0
+    r = torch.exp(d["logprobs"] - d["old_logprobs"])[valid]
+    assert m["ratio_mean"] == pytest.approx(float(r.mean())) and m["ratio_max"] == pytest.approx(float(r.max()))
+    assert m["entropy_mean"] == pytest.approx(float(d["entropy"][valid].mean()))
+    pg = token_mean(-d["advantages"] * torch.exp(d["logprobs"] - d["old_logprobs"]), d["mask"])
+    kl = token_mean(d["logprobs"] - d["ref_logprobs"], d["mask"])
+    assert m["pg_loss"] == pytest.approx(float(pg), rel=1e-5)
+    assert m["kl"] == pytest.approx(float(kl), rel=1e-5)
+    assert m["loss"] == pytest.approx(float(loss)) == pytest.approx(m["pg_loss"] + m["penalty"] + 0.1 * m["kl"])
+    assert m["penalty"] > 0
+
+
+def test_cov_metrics_written_out():
+    """cov_top0.1pct_mean averages the top ceil(0.001 N) covariances: 3 of N = 2400 here."""
+    d = make(B=4, T=600, full=True, seed=9)
+    _, _, m = run(d, PPOClipLoss())
+    valid = d["mask"] > 0
+    lp, A = d["logprobs"][valid].double(), d["advantages"][valid].double()
+    cov = (lp - lp.mean()) * (A - A.mean())
+    top3 = cov.sort(descending=True).values[:3]
+    assert m["cov_mean"] == pytest.approx(float(cov.mean()), abs=1e-6)
+    assert m["cov_max"] == pytest.approx(float(cov.max()), rel=1e-5)
+    assert m["cov_top0.1pct_mean"] == pytest.approx(float(top3.mean()), rel=1e-5)
+    assert top3[0] != top3[2]  # so the count matters
+    one = dict(make(B=1, T=3), mask=torch.tensor([[0.0, 1.0, 0.0]]))
+    _, _, m = run(one, PPOClipLoss())  # a single valid token: cov 0, still reported
+    assert (m["cov_mean"], m["cov_max"], m["cov_top0.1pct_mean"]) == (0.0, 0.0, 0.0)
+
+
+def test_centred_cov_literal_values():
+    lp = torch.tensor([[-1.0, -2.0, -3.0, 9.0]])
+    adv = torch.tensor([[1.0, 1.0, -2.0, 7.0]])
+    valid = torch.tensor([[True, True, True, False]])
+    # over the valid tokens: mean lp -2, mean A 0 -> (1)(1), (0)(1), (-1)(-2); 0 outside
+    torch.testing.assert_close(centred_cov(lp, adv, valid), torch.tensor([[1.0, 0.0, 2.0, 0.0]]))
+
+
+def test_selectors_with_a_single_valid_token_pick_it():
+    h = torch.tensor([[0.5, 2.0, 0.1]])
+    valid = torch.tensor([[False, True, False]])
+    for variant in ("topk", "quantile"):
+        assert forking_mask(h, valid, 0.2, variant).tolist() == [[False, True, False]]
+    assert selectors.kl_cov_mask(torch.zeros(1, 3), valid, 2e-3).tolist() == [[False, True, False]]
+    none = torch.zeros(1, 3, dtype=torch.bool)
+    for variant in ("topk", "quantile"):
+        assert not forking_mask(h, none, 0.2, variant).any()
+    assert not selectors.kl_cov_mask(h, none, 0.5).any()
+    with pytest.raises(ValueError, match="forking variant"):
+        forking_mask(h, valid, 0.2, "bottom")
+
+
+def test_topk_mask_with_nothing_to_pick_and_stats_repr():
+    score = torch.tensor([[3.0, 1.0, 2.0]])
+    none = torch.zeros(1, 3, dtype=torch.bool)
+    got = selectors._topk_mask(score, none, 2)
+    assert got is not None and got.dtype == torch.bool and not got.any()
+    assert selectors._topk_mask(score, ~none, 2, largest=False).tolist() == [[False, True, True]]
+    stats = TokenStats(~none, score, score, score)
+    assert float(stats.cov.abs().sum()) > 0 and "_cov" not in repr(stats)  # the cached [B, T] cov stays out
+
+
+def test_clip_cov_bounds_are_strict_and_an_empty_pick_leaves_the_generator_alone():
+    cov = torch.tensor([[1.0, 5.0, 3.0, 0.5, 4.0]])
+    ok = torch.ones(1, 5, dtype=torch.bool)
+    got = selectors.clip_cov_mask(cov, ok, 5, 1.0, 1.0, 5.0)  # cov == lb and cov == ub are not candidates
+    assert got.tolist() == [[False, False, True, False, True]]
+    assert selectors.clip_cov_mask(cov, ok, 5, 0.0, 1.0, 5.0, min_one=False).sum() == 0
+    assert selectors.clip_cov_mask(cov, ok, 5, 0.0, 1.0, 5.0).sum() == 1  # max(1, floor(0))
+    wide = torch.arange(40.0).reshape(1, 40) / 10 + 1.05  # 40 candidates in (1, 5)
+    g = torch.Generator().manual_seed(5)
+    assert selectors.clip_cov_mask(wide, ok.new_ones(1, 40), 40, 0.0, 1.0, 5.0, False, g).sum() == 0
+    after_empty = selectors.clip_cov_mask(wide, ok.new_ones(1, 40), 40, 0.1, 1.0, 5.0, True, g)
+    fresh = selectors.clip_cov_mask(wide, ok.new_ones(1, 40), 40, 0.1, 1.0, 5.0, True,
+                                    torch.Generator().manual_seed(5))
+    assert int(fresh.sum()) == 4 and torch.equal(after_empty, fresh)
+
+
+def test_registries_return_the_function_and_refuse_duplicates():
+    from learner import losses
+
+    for name in ("ppo_clip", "clip_cov", "kl_cov", "sent", "gspo", "cispo"):
+        fn = get_policy_loss(name)
+        assert callable(fn) and getattr(losses, fn.__name__) is fn
+    with pytest.raises(ValueError, match="twice"):
+        losses.register_policy_loss("ppo_clip")(lambda *a: None)
+    with pytest.raises(KeyError, match="registered"):
+        get_policy_loss("ppo")
+    with pytest.raises(ValueError, match="unknown KL estimator"):
+        kl_estimate(torch.zeros(1), torch.zeros(1), "k2")
 
 
 # ---------- composition, KL, metrics, config ----------

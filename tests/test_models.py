@@ -131,9 +131,33 @@ def test_check_reachable_network_error(tmp_path, monkeypatch):
     assert ei.value.__cause__ is None and ei.value.__suppress_context__  # one message, no chain
 
 
-def test_check_reachable_local(tmp_path, monkeypatch):
+def _closed_port() -> int:
+    """A local port that was just open and is now closed: connecting to it is refused at once."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def hub_unreachable(tmp_path, monkeypatch):
+    """Every hub call fails: HF_ENDPOINT (and the already-imported hub constant) point at a closed port."""
+    import huggingface_hub.constants
+
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return endpoint
+
+
+def test_check_reachable_local(tmp_path, monkeypatch, hub_unreachable):
+    with pytest.raises(ModelResolutionError, match="cannot reach the Hugging Face hub"):
+        check_model_reachable("some-org/some-model", timeout=5)  # the hub is blocked for real
     (tmp_path / "config.json").write_text("{}")
-    check_model_reachable(str(tmp_path))  # no error, no network
+    assert check_model_reachable(str(tmp_path), timeout=5) is None  # a local dir needs no hub call
     monkeypatch.setenv("FORKRL_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ModelResolutionError, match="not prepared yet"):
         check_model_reachable("smollm2-135m")

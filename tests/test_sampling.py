@@ -27,9 +27,19 @@ def test_overlong_penalty_is_monotone_and_bounded():
     assert torch.all(p[1:] <= p[:-1]) and p.min() == -1 and p.max() == 0
 
 
-def test_overlong_penalty_rejects_bad_buffer():
-    with pytest.raises(ValueError):
-        overlong_penalty(torch.tensor([1]), 10, 0)
+def test_overlong_penalty_buffer_bounds():
+    for bad in (0, -1, 11):
+        with pytest.raises(ValueError, match="0 < buffer <= max_len"):
+            overlong_penalty(torch.tensor([1]), 10, bad)
+    # buffer 1: the last token before the limit is free, the limit costs -1; buffer == max_len: linear from 0
+    torch.testing.assert_close(overlong_penalty(torch.tensor([9, 10, 11]), 10, 1), torch.tensor([0.0, -1.0, -1.0]))
+    torch.testing.assert_close(overlong_penalty(torch.tensor([0, 5, 10]), 10, 10), torch.tensor([0.0, -0.5, -1.0]))
+
+
+def test_keep_mask_needs_groups():
+    with pytest.raises(ValueError, match="num_groups"):
+        keep_mask_nonzero_variance(torch.ones(4))
+    assert keep_mask_nonzero_variance(torch.tensor([[0.0, 1e-9]])).tolist() == [True]
 
 
 def test_overlong_mask_drops_truncated():
