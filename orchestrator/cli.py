@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -12,11 +13,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="forkrl", description="RLVR with entropy-controlled policy updates on Ray.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    t = sub.add_parser("train", help="run a training job (local Ray, or the cluster in $RAY_ADDRESS)")
+    t = sub.add_parser("train", help="run a training job (a private local Ray, or cluster.address / $RAY_ADDRESS)")
     t.add_argument("recipe", help="job YAML, e.g. recipes/grpo.yaml")
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. trainer.steps=5")
     t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    t.add_argument("--run-dir", help="run directory (default: logging.output_dir/run_name)")
+    t.add_argument("--run-dir", help="run directory or URI (default: logging.output_dir/run_name)")
 
     c = sub.add_parser("config", help="validate a recipe and print the resolved config")
     c.add_argument("recipe")
@@ -28,11 +29,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_dir(cfg, recipe: str, explicit: str | None) -> Path:
+def _run_dir(cfg, recipe: str, explicit: str | None) -> str:
+    """The run's output location: --run-dir, else logging.output_dir/run_name (a path or a URI)."""
+    from orchestrator.storage import join, resolve_location
+
     if explicit:
-        return Path(explicit)
-    name = cfg.logging.run_name or Path(recipe).stem
-    return Path(cfg.logging.output_dir) / name
+        return resolve_location(explicit)
+    return join(resolve_location(cfg.logging.output_dir), cfg.logging.run_name or Path(recipe).stem)
+
+
+def _resume_command(argv: list[str]) -> str:
+    """The command line that continues a stopped run: the same one, with --resume."""
+    import shlex
+
+    args = [a for a in argv if a != "--resume"]
+    return "forkrl " + " ".join(shlex.quote(a) for a in args) + " --resume"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.trainer import Trainer
 
     trainer = Trainer(cfg, _run_dir(cfg, args.recipe, args.run_dir), resume=args.resume)
+    print(f"forkrl: {trainer.storage.describe()}", flush=True)
     try:
         summary = trainer.run()
     except ModelResolutionError as e:
@@ -79,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         trainer.shutdown()
+    if summary["stopped"]:
+        print(f"forkrl: stopped by {summary['stopped']} at step {summary['steps']}; checkpoint "
+              f"{summary['checkpoint']}; resume with: {_resume_command(argv)}", flush=True)
+        return 128 + signal.SIGTERM
     print(f"forkrl: {summary['steps']} steps in {summary['seconds']:.0f}s; run dir {summary['run_dir']}"
           + (f"; curves {summary['plot']}" if summary.get("plot") else ""))
     return 0

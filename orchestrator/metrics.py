@@ -1,12 +1,15 @@
-"""Per-step metrics: one dict per step, sent to three places at once.
+"""Per-step metrics: one dict per step, sent to every configured place at once.
 
 - the Ray dashboard / Prometheus, as `ray.util.metrics` gauges named `forkrl_<metric>` (Ray exports
-  them as `ray_forkrl_<metric>` on the node's metrics port);
+  them as `ray_forkrl_<metric>` on the node's metrics port; cluster_configs/grafana/ has a dashboard);
 - `metrics.jsonl` in the run dir (one JSON object per line, appended, so a resumed run continues it);
+- optionally TensorBoard event files (`<run dir>/tensorboard/`) and Weights & Biases (offline by
+  default). Both are optional packages, imported only when turned on;
 - PNG curves (reward, accuracy, entropy, held-out accuracy) written by `plot_run`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -17,23 +20,27 @@ PLOTTED = (("reward/mean", "train reward"), ("eval/accuracy", "held-out pass@1")
            ("policy/entropy", "policy entropy"), ("response/length_mean", "response length"))
 
 
-def _gauge_name(key: str) -> str:
+def gauge_name(key: str) -> str:
+    """The ray.util.metrics gauge of a metric key (Ray exports it with a `ray_` prefix)."""
     return "forkrl_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
 
 
 class MetricsSink:
-    def __init__(self, run_dir: Path, ray_metrics: bool = True, job: str = "forkrl"):
+    def __init__(self, run_dir: Path, ray_metrics: bool = True, job: str = "forkrl", tensorboard: bool = False,
+                 wandb_project: str | None = None, wandb_mode: str = "offline", config: dict | None = None):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.ray_metrics = ray_metrics
         self.job = job
         self._gauges: dict[str, Any] = {}
+        self._tb = _tensorboard_writer(Path(run_dir) / "tensorboard") if tensorboard else None
+        self._wandb = _wandb_run(wandb_project, wandb_mode, job, Path(run_dir), config) if wandb_project else None
 
     def _gauge(self, key: str):
         if key not in self._gauges:
             from ray.util.metrics import Gauge
 
-            self._gauges[key] = Gauge(_gauge_name(key), description=f"forkrl {key}", tag_keys=("job",))
+            self._gauges[key] = Gauge(gauge_name(key), description=f"forkrl {key}", tag_keys=("job",))
         return self._gauges[key]
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -43,6 +50,39 @@ class MetricsSink:
         if self.ray_metrics:
             for k, v in clean.items():
                 self._gauge(k).set(v, tags={"job": self.job})
+        if self._tb is not None:
+            for k, v in clean.items():
+                self._tb.add_scalar(k, v, global_step=step)
+            self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log(clean, step=step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _tensorboard_writer(log_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ImportError("logging.tensorboard needs the tensorboard package: pip install 'forkrl[tensorboard]'") \
+            from None
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+def _wandb_run(project: str, mode: str, name: str, run_dir: Path, config: dict | None):
+    try:
+        import wandb
+    except ImportError:
+        raise ImportError("logging.wandb_project needs the wandb package: pip install 'forkrl[wandb]'") from None
+    # A resumed run logs into the same W&B run (same id); steps redone after a learner restart go
+    # backwards and W&B drops them (metrics.jsonl keeps them).
+    run_id = f"{name}-{hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]}"
+    return wandb.init(project=project, name=name, id=run_id, resume="allow", dir=str(run_dir), mode=mode,
+                      config=config)
 
 
 def read_metrics(path: Path) -> list[dict]:

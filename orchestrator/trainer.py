@@ -3,23 +3,31 @@
 `Trainer.step` reads like the algorithm; each phase is one named, timed call. Setup (Ray, model,
 data, the three roles) and bookkeeping (evaluation, checkpoints, metrics, plots) live around it.
 The orchestrator owns no model: it moves token ids, rewards and weight versions between roles.
+
+Faults it handles: a dead rollout actor (Ray restarts it; the weights are re-sent), a dead learner
+rank (the group is restarted from the last checkpoint, up to `trainer.max_restarts` times), and
+SIGTERM (`ray job stop`, spot reclaim: finish the current phase, checkpoint, return `stopped`).
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 
 from orchestrator import checkpoint as ckpt
 from orchestrator.config import JobConfig, dump_config
+from orchestrator.storage import RunStorage
 
 log = logging.getLogger("forkrl")
 
@@ -37,42 +45,65 @@ class PhaseTimer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
+def ray_init_args(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, Any]:
+    """The ray.init arguments of a job. `cluster.address` (host:port, or 'auto' for this machine's
+    `ray start` cluster) or $RAY_ADDRESS (set by `ray job submit`) joins that cluster and passes no
+    resources (Ray refuses them when joining). Otherwise a private local Ray, started explicitly with
+    address='local': without it, ray.init() follows Ray's "current cluster" file, which a `ray start`
+    cluster - alive, or killed without `ray stop` - leaves behind, and then fails on num_cpus."""
+    common: dict[str, Any] = {"namespace": cfg.cluster.namespace,
+                              "runtime_env": {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}}
+    address = cfg.cluster.address or env.get("RAY_ADDRESS")
+    if address:
+        return {"address": address, **common}
+    need = (cfg.rollout.num_actors * cfg.rollout.cpus_per_actor + cfg.learner.num_ranks * cfg.learner.cpus_per_rank
+            + cfg.reward.num_workers * cfg.reward.cpus_per_worker)
+    local: dict[str, Any] = {"address": "local", "num_cpus": cfg.cluster.num_cpus or max(os.cpu_count() or 1,
+                                                                                          math.ceil(need)),
+                             "include_dashboard": cfg.cluster.dashboard, "dashboard_host": "127.0.0.1"}
+    if cfg.cluster.metrics_export_port:
+        local["_metrics_export_port"] = cfg.cluster.metrics_export_port
+    return {**local, **common}
+
+
 def connect_ray(cfg: JobConfig) -> None:
-    """Join $RAY_ADDRESS / cluster.address, else start a local Ray sized for every bundle."""
     import ray
 
     if ray.is_initialized():
         return
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
-    address = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, namespace=cfg.cluster.namespace, runtime_env=env)
-        return
-    need = (cfg.rollout.num_actors * cfg.rollout.cpus_per_actor + cfg.learner.num_ranks * cfg.learner.cpus_per_rank
-            + cfg.reward.num_workers * cfg.reward.cpus_per_worker)
-    num_cpus = cfg.cluster.num_cpus or max(os.cpu_count() or 1, math.ceil(need))
-    kwargs: dict[str, Any] = {}
-    if cfg.cluster.metrics_export_port:
-        kwargs["_metrics_export_port"] = cfg.cluster.metrics_export_port
-    ray.init(num_cpus=num_cpus, include_dashboard=cfg.cluster.dashboard, dashboard_host="127.0.0.1",
-             namespace=cfg.cluster.namespace, runtime_env=env, **kwargs)
+    args = ray_init_args(cfg, os.environ)
+    ray.init(**args)
+    where = "started a private local Ray" if args["address"] == "local" else f"joined Ray at {args['address']}"
+    log.info("%s (%s)", where, ray.get_runtime_context().gcs_address)
+
+
+class LearnerFailed(RuntimeError):
+    """A learner rank died during a learner phase; the run loop restarts the group."""
 
 
 class Trainer:
-    def __init__(self, cfg: JobConfig, run_dir: Path, resume: bool = False):
+    def __init__(self, cfg: JobConfig, run_dir: str | Path, resume: bool = False):
+        """run_dir: where the run's outputs live, an absolute path or a filesystem URI
+        (orchestrator.storage); the trainer works in `self.run_dir`, a local directory."""
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
+        self.storage = RunStorage(str(run_dir))
+        self.run_dir = self.storage.local
         self.resume = resume
         self.step_idx = 0
         self.version = 0
         self.eval_history: list[tuple[float, float]] = []  # (entropy, held-out accuracy)
+        self.last_entropy = float("nan")
+        self.learner_restarts = 0
+        self.last_saved_step: int | None = None
+        self.stop_reason: str | None = None
+        self.last_checkpoint: Path | None = None
+        self.bar = None  # progress bar while run() is going
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
         from transformers import AutoTokenizer
 
         from actors.rollout import RolloutGroup
-        from learner.group import LearnerGroup
         from orchestrator.data import PromptStream, load_data
         from orchestrator.metrics import MetricsSink
         from orchestrator.models import check_model_reachable, resolve_model
@@ -81,6 +112,8 @@ class Trainer:
 
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.resume:
+            self.storage.pull_for_resume()
         (self.run_dir / "config.resolved.yaml").write_text(dump_config(cfg))
         random.seed(cfg.trainer.seed)
         np.random.seed(cfg.trainer.seed)
@@ -98,21 +131,36 @@ class Trainer:
         self.data_reports = data.reports
         self.eval_rows = data.eval[: cfg.eval.num_prompts]
         self.stream = PromptStream(data.train, batch_size=cfg.trainer.prompts_per_step, seed=cfg.trainer.seed)
+        self.metrics = MetricsSink(self.run_dir, ray_metrics=cfg.logging.ray_metrics, job=self.run_dir.name,
+                                   tensorboard=cfg.logging.tensorboard, wandb_project=cfg.logging.wandb_project,
+                                   wandb_mode=cfg.logging.wandb_mode, config=cfg.model_dump(mode="json"))
 
         connect_ray(cfg)
         log.info("starting %d verifier(s), %d rollout actor(s), %d learner rank(s)",
                  cfg.reward.num_workers, cfg.rollout.num_actors, cfg.learner.num_ranks)
         self.pool = VerifierPool(cfg.reward)
         self.rollout = RolloutGroup(cfg.rollout, self.model_path)
-        self.learner = LearnerGroup(cfg.learner, self.model_path, seed=cfg.trainer.seed)
+        self._start_learner()
         self.pusher = WeightPusher(self.learner, self.rollout, cfg.learner.weight_sync,
                                    cfg.learner.resolve_sync_backend())
-        self.metrics = MetricsSink(self.run_dir, ray_metrics=cfg.logging.ray_metrics,
-                                   job=self.run_dir.name)
-        if self.resume:
-            self._restore()
+        if self.resume and not self._restore():
+            log.warning("--resume: no checkpoint under %s; starting from scratch", self.storage.location)
         if cfg.algorithm.curriculum.enabled and (self.step_idx == 0 or not self.resume):
             self.apply_curriculum()
+        self.initial_state = self._state()  # what a learner restart returns to before any checkpoint
+
+    def _start_learner(self) -> None:
+        """Start the learner group and record where every role runs (logged, and placement.json)."""
+        from learner.group import LearnerGroup
+        from orchestrator.placement import bundle_nodes, driver_node
+
+        self.learner = LearnerGroup(self.cfg.learner, self.model_path, seed=self.cfg.trainer.seed)
+        self.learner_nodes = bundle_nodes(self.learner.placement_group)
+        self.placement = {"driver": driver_node(), "rollout": bundle_nodes(self.rollout.pg),
+                          "learner": self.learner_nodes}
+        (self.run_dir / "placement.json").write_text(json.dumps(self.placement, indent=1))
+        log.info("placement (node ids): driver %s, rollout %s, learner %s", self.placement["driver"][:8],
+                 [n[:8] for n in self.placement["rollout"]], [n[:8] for n in self.learner_nodes])
 
     def apply_curriculum(self) -> dict[str, float]:
         """(Re-)estimate semantic entropy with the current policy and reorder the prompt stream."""
@@ -135,27 +183,107 @@ class Trainer:
         vals = list(se.values())
         return {"curriculum/se_mean": sum(vals) / len(vals), "curriculum/prompts": float(len(vals))}
 
-    def _restore(self) -> None:
-        last = ckpt.latest(self.run_dir / "checkpoints")
-        if last is None:
-            log.warning("--resume: no checkpoint under %s; starting from scratch", self.run_dir / "checkpoints")
-            return
-        state = ckpt.load_state(last)
-        self.learner.load_checkpoint(str(last / "learner"))
+    # ---- checkpoints and faults --------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        """Everything besides the learner that a checkpoint holds (JSON-safe)."""
+        return {"step": self.step_idx, "version": self.version, "data": self.stream.state_dict(),
+                "rng": ckpt.capture_rng(), "eval_history": [list(x) for x in self.eval_history]}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
         self.stream.load_state_dict(state["data"])
         ckpt.restore_rng(state["rng"])
         self.step_idx = state["step"]
-        self.eval_history = [tuple(x) for x in state.get("eval_history", [])]
-        # The engines still hold the initial weights: bring them to the checkpoint's.
-        self.pusher.push(state["version"])
         self.version = state["version"]
-        log.info("resumed from %s (step %d)", last, self.step_idx)
+        self.eval_history = [tuple(x) for x in state.get("eval_history", [])]
 
-    def _save(self) -> Path:
-        state = {"step": self.step_idx, "version": self.version, "data": self.stream.state_dict(),
-                 "rng": ckpt.capture_rng(), "eval_history": self.eval_history}
-        return ckpt.save(self.run_dir / "checkpoints", self.step_idx, state,
-                         lambda d: self.learner.save_checkpoint(str(d)), self.cfg.checkpoint.keep_last)
+    def _restore(self) -> bool:
+        """Load the last checkpoint into the learner and the loop, and bring the engines to its
+        weights. False when there is none."""
+        from orchestrator.placement import load_on_nodes
+
+        last = ckpt.latest(self.run_dir / "checkpoints")
+        if last is None:
+            return False
+        state = ckpt.load_state(last)
+        load_on_nodes(self.learner.actors, self.learner_nodes, last / "learner",
+                      lambda actor, d: actor.load_checkpoint.remote(d, "learner"))
+        self._load_state(state)
+        self.pusher.push(state["version"])  # the engines hold other weights: bring them to the checkpoint's
+        log.info("resumed from %s (step %d)", last, self.step_idx)
+        return True
+
+    def _save(self, state: dict[str, Any] | None = None) -> Path:
+        """Checkpoint `state` (default: now) with the learner's current weights, atomically; upload it
+        when the outputs live on a remote filesystem."""
+        from orchestrator.placement import save_on_nodes
+
+        state = state or self._state()
+
+        def write_learner(d: Path) -> None:
+            save_on_nodes(self.learner.actors, self.learner_nodes, d,
+                          lambda actor, p: actor.save_checkpoint.remote(p, "learner"))
+
+        with self._learner_phase():
+            path = ckpt.save(self.run_dir / "checkpoints", state["step"], state, write_learner,
+                             self.cfg.checkpoint.keep_last)
+        self.storage.push_checkpoint(path, self.cfg.checkpoint.keep_last)
+        self.storage.push_logs()
+        self.last_saved_step, self.last_checkpoint = state["step"], path
+        return path
+
+    @contextlib.contextmanager
+    def _learner_phase(self) -> Iterator[None]:
+        """Turn a Ray error into LearnerFailed when a learner rank is dead (a live rank that lost its
+        peer may fail first with a collective error). Other errors pass through unchanged."""
+        import ray
+
+        try:
+            yield
+        except ray.exceptions.RayError as e:
+            dead = self._dead_learner_ranks()
+            if not dead:
+                raise
+            raise LearnerFailed(f"learner rank(s) {dead} died ({type(e).__name__})") from e
+
+    def _dead_learner_ranks(self) -> list[int]:
+        import ray
+
+        refs = [a.get_address.remote() for a in self.learner.actors]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=10)  # a rank stuck in a collective: alive
+        dead = []
+        for rank, ref in enumerate(refs):
+            if ref in ready:
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayActorError:
+                    dead.append(rank)
+        return dead
+
+    def _recover_learner(self, err: LearnerFailed) -> None:
+        """Tear the learner group down, start it again, load the last checkpoint (or the initial
+        state), re-sync the engines; the loop then redoes the steps since that checkpoint."""
+        if self.learner_restarts >= self.cfg.trainer.max_restarts:
+            log.error("%s; trainer.max_restarts=%d reached", err, self.cfg.trainer.max_restarts)
+            raise err
+        self.learner_restarts += 1
+        log.warning("%s at step %d; restarting the learner group (%d of %d)", err, self.step_idx + 1,
+                    self.learner_restarts, self.cfg.trainer.max_restarts)
+        self.learner.shutdown()
+        self._start_learner()
+        self.pusher.rebind_learner(self.learner)  # the old weight group died with the old rank 0
+        if not self._restore():
+            self._load_state(self.initial_state)
+            self.pusher.push(self.version)
+
+    def request_stop(self, reason: str) -> None:
+        """Finish the current phase, checkpoint, and return from run() with `stopped` set."""
+        self.stop_reason = reason
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        log.warning("SIGTERM: finishing the current phase, then writing a checkpoint (send it again to "
+                    "exit at once)")
+        self.request_stop("SIGTERM")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     # ---- phases ------------------------------------------------------------------------------
     def _prompt_ids(self, rows) -> list[list[int]]:
@@ -233,7 +361,7 @@ class Trainer:
                 kept.extend(grp for grp, k in zip(by_prompt, keep) if k)
             else:
                 kept.extend(by_prompt)
-            if len(kept) >= want:
+            if len(kept) >= want or self.stop_reason:
                 break
         return kept[:want], info
 
@@ -248,17 +376,23 @@ class Trainer:
         # tokens through the model on the default job); token-mean losses do not depend on row order.
         items.sort(key=lambda it: len(it.prompt_ids) + len(it.response_ids))
         batch = pack_batch(items, self.pad_id, self.cfg.rollout.temperature)
-        return self.learner.train_step(batch)
+        with self._learner_phase():
+            return self.learner.train_step(batch)
 
     def push_weights(self) -> dict:
         self.version += 1
-        return self.pusher.push(self.version)
+        with self._learner_phase():
+            return self.pusher.push(self.version)
 
     # ---- one step ----------------------------------------------------------------------------
-    def step(self) -> dict[str, float]:
+    def step(self) -> dict[str, float] | None:
+        """One training step; None when a stop was requested before training (the step is abandoned:
+        the learner has not moved, so the checkpoint of the step's start state is exact)."""
         timer = PhaseTimer()
         t0 = time.perf_counter()
         groups, info = self.collect(timer)
+        if self.stop_reason:
+            return None
         m: dict[str, float] = self._rollout_metrics(info)  # before the push bumps the version
         if groups:
             with timer("advantages"):
@@ -273,6 +407,7 @@ class Trainer:
             m["train/tokens_per_s"] = train.get("tokens_per_s", float("nan"))
         m["step/groups_trained"] = float(len(groups))
         m["step/weight_version"] = float(self.version)
+        m["fault/learner_restarts"] = float(self.learner_restarts)
         for name, sec in timer.seconds.items():
             m[f"time/{name}"] = sec
         m["time/step"] = time.perf_counter() - t0
@@ -319,55 +454,94 @@ class Trainer:
 
     # ---- the run -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        from orchestrator.metrics import plot_run
-
-        cfg = self.cfg
+        """Set up, then train to `trainer.steps` (see run_loop)."""
         self.setup()
+        return self.run_loop()
+
+    def run_loop(self) -> dict[str, Any]:
+        """Train from the current step to `trainer.steps`. Returns a summary; `stopped` is set when
+        SIGTERM / request_stop ended it early (a checkpoint of where it stopped was written)."""
+        cfg = self.cfg
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_sigterm)  # after ray.init, which installs its own
         t_start = time.perf_counter()
-        last_entropy = float("nan")
         if cfg.eval.at_start and cfg.eval.every_steps and self.step_idx == 0:
             ev = self.evaluate()
             self.metrics.log(0, ev)
             log.info("step 0 eval: %s", _fmt(ev))
-        bar = _progress(cfg, self.step_idx)
+        self.bar = _progress(cfg, self.step_idx)
+        while self.step_idx < cfg.trainer.steps and not self.stop_reason:
+            try:
+                self._advance()
+            except LearnerFailed as e:
+                self._recover_learner(e)
+        if self.bar is not None:
+            self.bar.close()
+        summary = {"steps": self.step_idx, "seconds": time.perf_counter() - t_start,
+                   "run_dir": self.storage.location, "plot": None, "stopped": self.stop_reason}
+        if self.stop_reason:
+            if self.last_saved_step != self.step_idx:
+                self._save()
+            summary["checkpoint"] = f"{self.storage.location}/checkpoints/{self.last_checkpoint.name}"
+        else:
+            summary["plot"] = self._finish()
+        self.metrics.close()
+        self.storage.push_logs()
+        return summary
+
+    def _advance(self) -> None:
+        """One step and its bookkeeping: curriculum, entropy change, evaluation, log, checkpoint."""
+        from orchestrator.metrics import plot_run
+
+        cfg = self.cfg
+        start = self._state()
+        m = self.step()
+        if m is None:  # stopped before training: checkpoint the step's start state
+            path = self._save(start)
+            log.info("checkpoint %s (step %d abandoned before training)", path, self.step_idx + 1)
+            return
+        self.step_idx += 1
         cc = cfg.algorithm.curriculum
-        while self.step_idx < cfg.trainer.steps:
-            m = self.step()
-            self.step_idx += 1
-            if cc.enabled and cc.reestimate_every_steps and self.step_idx % cc.reestimate_every_steps == 0 \
-                    and self.step_idx < cfg.trainer.steps:
-                m.update(self.apply_curriculum())
-            if not math.isnan(m.get("policy/entropy", float("nan"))):
-                if not math.isnan(last_entropy):
-                    m["policy/entropy_change"] = m["policy/entropy"] - last_entropy
-                last_entropy = m["policy/entropy"]
-            if cfg.eval.every_steps and (self.step_idx % cfg.eval.every_steps == 0 or self.step_idx == cfg.trainer.steps):
-                ev = self.evaluate()
-                if ev and not math.isnan(last_entropy):
-                    self.eval_history.append((last_entropy, ev["eval/accuracy"]))
-                ev.update(self._entropy_law(m))
-                m.update(ev)
-            self.metrics.log(self.step_idx, m)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(_fmt({k: m[k] for k in ("reward/mean", "policy/entropy", "eval/accuracy",
-                                                           "time/step") if k in m}))
-            else:
-                log.info("step %d: %s", self.step_idx, _fmt(m))
-            every = cfg.checkpoint.every_steps
-            if (every and self.step_idx % every == 0) or self.step_idx == cfg.trainer.steps:
-                path = self._save()
-                log.info("checkpoint %s", path)
-            if cfg.logging.plot and "eval/accuracy" in m:
-                plot_run(self.metrics.path, self.run_dir / "curves.png", title=self.run_dir.name)
-        if bar is not None:
-            bar.close()
-        if cfg.checkpoint.save_hf_at_end:
-            self.learner.save_hf(str(self.run_dir / "final_model"))
-        png = plot_run(self.metrics.path, self.run_dir / "curves.png", title=self.run_dir.name) \
-            if cfg.logging.plot else None
-        return {"steps": self.step_idx, "seconds": time.perf_counter() - t_start, "run_dir": str(self.run_dir),
-                "plot": str(png) if png else None}
+        if cc.enabled and cc.reestimate_every_steps and self.step_idx % cc.reestimate_every_steps == 0 \
+                and self.step_idx < cfg.trainer.steps and not self.stop_reason:
+            m.update(self.apply_curriculum())
+        if not math.isnan(m.get("policy/entropy", float("nan"))):
+            if not math.isnan(self.last_entropy):
+                m["policy/entropy_change"] = m["policy/entropy"] - self.last_entropy
+            self.last_entropy = m["policy/entropy"]
+        if cfg.eval.every_steps and not self.stop_reason and (
+                self.step_idx % cfg.eval.every_steps == 0 or self.step_idx == cfg.trainer.steps):
+            ev = self.evaluate()
+            if ev and not math.isnan(self.last_entropy):
+                self.eval_history.append((self.last_entropy, ev["eval/accuracy"]))
+            ev.update(self._entropy_law(m))
+            m.update(ev)
+        self.metrics.log(self.step_idx, m)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(_fmt({k: m[k] for k in ("reward/mean", "policy/entropy", "eval/accuracy",
+                                                                "time/step") if k in m}))
+        else:
+            log.info("step %d: %s", self.step_idx, _fmt(m))
+        every = cfg.checkpoint.every_steps
+        if (every and self.step_idx % every == 0) or self.step_idx == cfg.trainer.steps:
+            log.info("checkpoint %s", self._save())
+        if cfg.logging.plot and "eval/accuracy" in m:
+            plot_run(self.metrics.path, self.run_dir / "curves.png", title=self.run_dir.name)
+
+    def _finish(self) -> str | None:
+        """The final HF model (written by rank 0 on its node, copied to the driver) and the curves."""
+        from orchestrator.metrics import plot_run
+        from orchestrator.placement import save_on_nodes
+
+        if self.cfg.checkpoint.save_hf_at_end:
+            final = self.run_dir / "final_model"
+            save_on_nodes(self.learner.actors, self.learner_nodes, final, lambda actor, d: actor.save_hf.remote(d))
+            self.storage.push_dir(final)
+        if not self.cfg.logging.plot:
+            return None
+        png = plot_run(self.metrics.path, self.run_dir / "curves.png", title=self.run_dir.name)
+        return str(png) if png else None
 
     def shutdown(self) -> None:
         for part in ("pool", "rollout", "learner"):

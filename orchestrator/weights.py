@@ -3,7 +3,8 @@
 Transports: 'collective' (a broadcast group of learner rank 0 + every engine worker: gloo on CPU,
 NCCL on GPU) and 'object_store' (one ray.put per bucket; each actor pulls). If the collective
 group cannot be formed, the pusher falls back to the object store and says so. A rollout actor that
-Ray restarted (fresh engine, initial weights) is brought up to date through the object store.
+Ray restarted (fresh engine, initial weights) is brought up to date through the object store. After
+the learner group was restarted, `rebind_learner` forms the broadcast group again.
 """
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ log = logging.getLogger("forkrl.weights")
 class WeightPusher:
     def __init__(self, learner: LearnerGroup, rollout: RolloutGroup, cfg: WeightSyncConfig, backend: str):
         self.learner, self.rollout, self.cfg, self.backend = learner, rollout, cfg, backend
-        self.plan = learner.weight_plan()
-        self.transport = cfg.transport
         self.version = 0
+        self._connect()
+
+    def _connect(self) -> None:
+        self.plan = self.learner.weight_plan()
+        self.transport = self.cfg.transport
         if self.transport == "collective":
             try:
                 self._init_group()
@@ -62,6 +66,12 @@ class WeightPusher:
         self.version = version
         dt = time.perf_counter() - t0
         return {"sync/seconds": dt, "sync/bytes": float(nbytes), "sync/gb_per_s": nbytes / 1e9 / max(dt, 1e-9)}
+
+    def rebind_learner(self, learner: LearnerGroup) -> None:
+        """Push from a restarted learner group: the old broadcast group died with its rank 0, so the
+        engines join a new one with the new rank 0 (or the object store carries pushes, as at start)."""
+        self.learner = learner
+        self._connect()
 
     def recover(self) -> int:
         """After a rollout actor died: wait for Ray's restart, drop the (now broken) collective group

@@ -19,7 +19,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_gauges_show_up_on_the_prometheus_endpoint(tmp_path):
     port = _free_port()
-    ray.init(num_cpus=1, include_dashboard=False, _metrics_export_port=port)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, _metrics_export_port=port)
     try:
         sink = MetricsSink(tmp_path, job="t")
         sink.log(1, {"policy/entropy": 1.25, "reward/mean": 0.5})

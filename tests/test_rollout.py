@@ -16,7 +16,7 @@ def flat_buckets(state: dict[str, torch.Tensor]):
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -34,12 +34,23 @@ def test_hf_engine_logprobs_are_the_sampling_distribution(tiny_model_dir):
         assert torch.allclose(torch.tensor(g.logprobs), torch.tensor(ref), atol=1e-4)
 
 
-def test_hf_engine_temperature_changes_logprobs(tiny_model_dir):
-    hot = RolloutWorker(RolloutConfig(backend="hf", samples_per_prompt=1, max_new_tokens=4, temperature=2.0),
-                        str(tiny_model_dir))
-    g = hot.generate([[1, 5, 6, 7]], seed=1)["generations"][0]
-    raw = hot.prompt_logprobs([g.prompt_ids + g.response_ids])[0][len(g.prompt_ids) - 1:]
-    assert not torch.allclose(torch.tensor(g.logprobs), torch.tensor(raw), atol=1e-3)
+@pytest.mark.parametrize("T", [2.0, 0.5])
+def test_hf_engine_logprobs_are_log_softmax_of_logits_over_T(tiny_model_dir, T):
+    """The ratio's lp_old is log_softmax(z / T)[y] of the distribution actually sampled from (ALGORITHMS.md
+    §0): recomputed here from the raw logits of the same model."""
+    w = RolloutWorker(RolloutConfig(backend="hf", samples_per_prompt=2, max_new_tokens=6, temperature=T),
+                      str(tiny_model_dir))
+    gens = w.generate([[1, 5, 6, 7]], seed=1)["generations"]
+    model = w.engine.model
+    for g in gens:
+        ids = torch.tensor([g.prompt_ids + g.response_ids])
+        with torch.no_grad():
+            logits = model(ids).logits[0, len(g.prompt_ids) - 1:-1].float()
+        resp = torch.tensor(g.response_ids)
+        want = torch.log_softmax(logits / T, -1).gather(-1, resp[:, None]).squeeze(-1)
+        raw = torch.log_softmax(logits, -1).gather(-1, resp[:, None]).squeeze(-1)
+        torch.testing.assert_close(torch.tensor(g.logprobs), want, atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(want, raw, atol=1e-3)  # T is far enough from 1 to tell them apart
 
 
 @pytest.mark.slow

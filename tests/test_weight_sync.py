@@ -1,5 +1,7 @@
 """After a push the engine scores a fixed sequence exactly like the learner (float32 tolerance),
 through both transports, and the push is timed and sized."""
+import time
+
 import pytest
 import ray
 import torch
@@ -16,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -51,6 +53,19 @@ def test_pushed_weights_match_learner_logprobs(ray_local, tiny_model_dir, transp
         learner.shutdown()
 
 
+def _wait_until_restarted(rollout, timeout_s=180.0):
+    """Poll until the killed actor answers as a fresh engine (weight version 0, the initial weights)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if rollout.weight_versions() == [0]:
+                return
+        except ray.exceptions.RayActorError:  # between the kill and the restart
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"rollout actor not restarted within {timeout_s}s")
+
+
 def test_dead_rollout_actor_is_restarted_and_brought_to_the_current_weights(ray_local, tiny_model_dir):
     lcfg = LearnerConfig(lr=5e-3, micro_batch_size=8)
     rcfg = RolloutConfig(samples_per_prompt=2, max_new_tokens=6, max_model_len=128, kv_cache_gb=0.1)
@@ -63,6 +78,7 @@ def test_dead_rollout_actor_is_restarted_and_brought_to_the_current_weights(ray_
         learner.train_step(pack_batch(items, pad_id=0, temperature=1.0))
         pusher.push(1)
         ray.kill(rollout.actors[0], no_restart=False)  # Ray restarts it with the initial weights
+        _wait_until_restarted(rollout)  # ray.kill is asynchronous: a push could still reach the old actor
         stats = pusher.push(2)
         assert pusher.transport == "object_store" and stats["sync/bytes"] > 0
         assert rollout.weight_versions() == [2]
