@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -53,11 +54,17 @@ def ray_head(tiny_model_dir):
     token = secrets.token_hex(16)
     (tmp / "auth_token").write_text(token)
     port, dash = _free_port(), _free_port()
+    # this interpreter's scripts dir first: `ray` here and the job's `forkrl` must be this install's,
+    # whether or not pip's script dir is on the caller's PATH (a venv, a --user install)
+    bin_dir = str(Path(sys.executable).parent)
     env = dict(os.environ, RAY_TMPDIR=str(tmp), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(tmp / "auth_token"),
-               PYTHONPATH=os.pathsep.join([str(ROOT / "tests")]))  # the tiny job's reward function
+               PYTHONPATH=os.pathsep.join([str(ROOT / "tests")]),  # the tiny job's reward function
+               PATH=os.pathsep.join([bin_dir, os.environ.get("PATH", "")]))
     env.pop("RAY_ADDRESS", None)
+    ray_cli = shutil.which("ray", path=env["PATH"])
+    assert ray_cli, f"no `ray` command next to {sys.executable} or on PATH"
     head = subprocess.Popen(
-        ["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=4", "--include-dashboard=true",
+        [ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=4", "--include-dashboard=true",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={tmp / 'ray'}",
          "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "head.log").open("w"), start_new_session=True)
