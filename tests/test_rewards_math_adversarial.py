@@ -284,3 +284,106 @@ def test_grading_off_the_main_thread():
     t.start()
     t.join(60)
     assert out == [1.0, 0.0, 1.0]
+
+
+# --- edge rows pinned for mutation testing (scripts/mutation.sh rewards/math_verifier.py) ---------------
+# Unbraced boxes ("\boxed 5": one word), box length limits at exactly max_chars, the end index a box
+# hands back (what a later box may skip), the "none" exits of the "answer is" anchor, and the number
+# rewrites, read off the GSM8K path, which returns the normalised text as it is.
+EDGE_EXTRACT = [
+    ("\\boxed", 1000, None, "bad_box: empty"),  # nothing after \boxed at the very end of the text
+    ("\\boxed ", 1000, None, "bad_box: empty"),
+    ("\\boxed $5$", 1000, None, "bad_box: empty"),  # an unbraced box takes no math-mode token
+    ("\\boxed 5", 1000, "5", "boxed"),
+    ("\\boxed 12345", 5, "12345", "boxed"),  # unbraced, exactly max_chars
+    ("\\boxed 123456", 5, None, "bad_box: too long"),  # unbraced, max_chars + 1
+    ("\\boxed{12345}", 5, "12345", "boxed"),  # braced, exactly max_chars
+    ("\\boxed{123456}", 5, None, "bad_box: too long"),  # braced, max_chars + 1
+    ("\\boxed{ 12345 }", 7, "12345", "boxed"),  # the limit counts the raw argument, spaces included
+    ("\\boxed{ 12345 }", 6, None, "bad_box: too long"),
+    # a box inside an unbraced box's word belongs to it: the broken inner box is never read
+    ("\\boxed a\\boxed{5", 1000, "a\\boxed{5", "boxed"),
+    # a box inside a braced box belongs to it, even when the inner one would run on past the outer "}"
+    ("\\boxed{\\boxed 5}xxxxxxxxxx", 9, "\\boxed 5", "boxed"),
+    ("The answer is. So 7", 1000, "7", "math_verify"),  # nothing between the anchor and the stop
+    ("The answer is unknown.", 1000, None, "none"),  # a prose answer with no math in it
+    ("#### 1.5\\times10^{3}", 1000, "1500", "gsm8k"),
+    ("#### 1.5 \\cdot 10^3", 1000, "1500", "gsm8k"),
+    ("#### 2 * 10^{-2}", 1000, "0.02", "gsm8k"),
+    ("#### 0.1\\overline{6}", 1000, "\\frac{1}{6}", "gsm8k"),  # fixed digit before the repeating block
+    ("#### .\\overline{3}", 1000, "\\frac{1}{3}", "gsm8k"),  # no whole part
+    ("#### 2.\\overline{3}", 1000, "\\frac{7}{3}", "gsm8k"),  # whole part, no fixed digits
+    ("#### 0.\\overline{9}", 1000, "1", "gsm8k"),  # a repeating decimal that is an integer
+    ("#### -1.\\overline{9}", 1000, "-2", "gsm8k"),
+    ("#### 0.4\\overline{9}", 1000, "\\frac{1}{2}", "gsm8k"),  # denominator 2
+    ("#### 0.\\overline{12}", 1000, "\\frac{4}{33}", "gsm8k"),  # a two-digit block
+    ("#### 0.12\\overline{3}", 1000, "\\frac{37}{300}", "gsm8k"),  # two fixed digits
+]
+
+
+@pytest.mark.parametrize("text,max_chars,answer,how", EDGE_EXTRACT)
+def test_extraction_edges(text, max_chars, answer, how):
+    assert extract_answer_with_method(text, max_chars=max_chars) == (answer, how)
+
+
+@pytest.mark.parametrize("a,b", [(None, "None"), ("None", None), (None, None), (None, "5")])
+def test_none_is_never_equal(a, b):
+    assert answers_equivalent(a, b) is False
+
+
+def test_length_cap_is_inclusive_on_both_sides():
+    assert answers_equivalent("1/2", "0.5", max_chars=3) is True  # both exactly max_chars
+    assert answers_equivalent("0.50", "1/2", max_chars=3) is False  # one side max_chars + 1
+    assert answers_equivalent("1/2", "0.50", max_chars=3) is False
+    assert answers_equivalent("0.50", "1/2", max_chars=4) is True
+
+
+def test_half_dollar_wrapped_answer_is_still_math():
+    """"$1/2" is not wrapped in math mode by itself: read bare, math-verify would see 1, not 1/2."""
+    assert answers_equivalent("$1/2", "0.5") is True
+    assert answers_equivalent("0.5", "$1/2") is True
+    assert answers_equivalent("$1/2", "1") is False
+
+
+def test_unparsable_side_never_reaches_verify(monkeypatch):
+    import math_verify
+
+    calls = []
+    monkeypatch.setattr(math_verify, "verify", lambda *a, **k: calls.append(a) or True)
+    assert answers_equivalent("\\", "5") is False  # a lone backslash: math-verify parses nothing
+    assert answers_equivalent("5", "\\") is False
+    assert calls == []
+
+
+def test_verify_error_means_not_equal(monkeypatch):
+    import math_verify
+
+    def boom(*a, **k):
+        raise RuntimeError("sympy blew up")
+
+    monkeypatch.setattr(math_verify, "verify", boom)
+    assert answers_equivalent("1/2", "0.5") is False
+
+
+@pytest.mark.parametrize("elapsed,verdict,n_calls", [(1.0, False, 1), (0.5, True, 2)])
+def test_second_direction_skipped_once_budget_spent(monkeypatch, elapsed, verdict, n_calls):
+    """The first direction took the whole budget (elapsed == timeout_s): the second is not tried."""
+    import types
+
+    import math_verify
+
+    import rewards.math_verifier as mv
+
+    calls = []
+    monkeypatch.setattr(math_verify, "verify", lambda *a, **k: calls.append(a) or len(calls) == 2)
+    clock = iter([10.0, 10.0 + elapsed])
+    monkeypatch.setattr(mv, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    assert answers_equivalent("1/2", "0.5", timeout_s=1) is verdict
+    assert len(calls) == n_calls
+
+
+@pytest.mark.parametrize("gold", [None, float("nan"), "nan", "None", ""])
+def test_missing_gold_values(gold):
+    from rewards.math_verifier import _gold_answer
+
+    assert _gold_answer(gold, 1000, 1) == (None, "missing gold answer")
