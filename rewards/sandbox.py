@@ -383,7 +383,10 @@ def _mounts(site_packages: bool) -> tuple[str, ...]:
     libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
     if libdir and soname:
         wanted.append(os.path.realpath(os.path.join(libdir, soname)))
-    sites = {os.path.realpath(p) for p in [*site.getsitepackages(), paths["purelib"], paths["platlib"]]}
+    # in a venv the base interpreter's site-packages sits inside its stdlib dir, which is bound: name it too
+    base = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_exec_prefix})
+    sites = {os.path.realpath(p) for p in [*site.getsitepackages(), paths["purelib"], paths["platlib"],
+                                            base["purelib"], base["platlib"]]}
     sites = {p for p in sites if os.path.isdir(p)}
     if site_packages:
         wanted += sorted(sites)
