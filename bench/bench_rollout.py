@@ -36,7 +36,7 @@ def main() -> None:
     prompts = arithmetic_prompt_ids(model, args.prompts)
     cfg = RolloutConfig(cpus_per_actor=args.cpus_per_actor, samples_per_prompt=args.n, max_new_tokens=args.max_tokens, kv_cache_gb=1.0,
                         max_model_len=1024)
-    ray.init(num_cpus=max(2, int(args.cpus_per_actor + 0.999)), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=max(2, int(args.cpus_per_actor + 0.999)), include_dashboard=False, log_to_driver=False)
     group = RolloutGroup(cfg, model)
     bare = LLM(model=model, dtype=cfg.resolved_dtype(), enforce_eager=True, max_model_len=1024,
                kv_cache_memory_bytes=2**30, seed=0, logprobs_mode="processed_logprobs",

@@ -25,7 +25,7 @@ def main() -> None:
     from orchestrator.weights import WeightPusher
 
     model = bench_model(args.model)
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
     rollout = RolloutGroup(RolloutConfig(kv_cache_gb=0.5, max_model_len=512), model)
     for transport in ("collective", "object_store"):
         lcfg = LearnerConfig(weight_sync={"transport": transport})

@@ -51,7 +51,7 @@ def main() -> None:
     from rewards.pool import VerifierPool
 
     pythonpath = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
     math_s, code_s = _samples(args.math, args.code)
     for workers in (1, 2):
         for i, isolation in enumerate(args.isolation):
