@@ -18,6 +18,7 @@ COPY --chown=ray:users orchestrator ./orchestrator
 COPY --chown=ray:users actors ./actors
 COPY --chown=ray:users learner ./learner
 COPY --chown=ray:users rewards ./rewards
+COPY --chown=ray:users common ./common
 COPY --chown=ray:users recipes ./recipes
 RUN pip install --no-cache-dir -e ".[gpu]" \
  && python -c "import ray, vllm, deepspeed, orchestrator.cli; print('forkrl image ok: ray', ray.__version__)"

@@ -11,17 +11,19 @@ from typing import Protocol, Sequence
 import torch
 
 from actors.config import RolloutConfig
-from actors.types import Generation
-from actors.weight_receiver import BucketPlan, WeightReceiverExtension, receive_buckets, unflatten_bucket
+from common.episode import Episode
+from actors.weight_receiver import WeightReceiverExtension
+from common.weights import CollectiveReceiver, Plan, unpack_flats
 
 
 class Engine(Protocol):
     def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int,
-                 temperature: float | None = None) -> list[Generation]: ...
+                 temperature: float | None = None) -> list[Episode]: ...
     def prompt_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[list[float]]: ...
-    def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int, backend: str) -> int: ...
-    def receive_broadcast(self, plan: BucketPlan) -> int: ...
-    def load_flat_buckets(self, plan: BucketPlan, flats: list[torch.Tensor]) -> int: ...
+    def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int, backend: str,
+                          timeout_s: float = 600.0) -> int: ...
+    def receive_broadcast(self, plan: Plan) -> int: ...
+    def load_flat_buckets(self, plan: Plan, flats: list[torch.Tensor]) -> int: ...
 
 
 class VLLMEngine:
@@ -52,7 +54,7 @@ class VLLMEngine:
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int,
-                 temperature: float | None = None) -> list[Generation]:
+                 temperature: float | None = None) -> list[Episode]:
         from vllm import SamplingParams
 
         temp = self.cfg.temperature if temperature is None else temperature  # 0 = greedy (evaluation)
@@ -65,7 +67,7 @@ class VLLMEngine:
             for si, c in enumerate(out.outputs):
                 ids = list(c.token_ids)
                 lps = [d[t].logprob for t, d in zip(ids, c.logprobs)]
-                gens.append(Generation(pi, si, list(prompts[pi]), ids, lps,
+                gens.append(Episode(pi, si, list(prompts[pi]), ids, lps,
                                        "length" if c.finish_reason == "length" else "stop", c.text, 0))
         return gens
 
@@ -80,16 +82,19 @@ class VLLMEngine:
             res.append([d[t].logprob for t, d in zip(s[1:], out.prompt_logprobs[1:])])
         return res
 
-    def init_weight_group(self, host, port, rank_offset, world_size, backend) -> int:
+    def init_weight_group(self, host, port, rank_offset, world_size, backend, timeout_s=600.0) -> int:
+        """Every engine worker joins the weight group (ranks rank_offset..); returns how many joined.
+        `timeout_s` (learner.weight_sync.timeout_s) bounds the rendezvous and each broadcast; its
+        default only serves callers that do not pass it yet."""
         return len(self.llm.collective_rpc("forkrl_init_weight_group",
-                                           args=(host, port, rank_offset, world_size, backend)))
+                                           args=(host, port, rank_offset, world_size, backend, timeout_s)))
 
-    def receive_broadcast(self, plan: BucketPlan) -> int:
+    def receive_broadcast(self, plan: Plan) -> int:
         n = self.llm.collective_rpc("forkrl_receive_broadcast", args=(plan,))[0]
         self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
         return n
 
-    def load_flat_buckets(self, plan: BucketPlan, flats: list[torch.Tensor]) -> int:
+    def load_flat_buckets(self, plan: Plan, flats: list[torch.Tensor]) -> int:
         n = self.llm.collective_rpc("forkrl_load_flat_buckets", args=(plan, flats))[0]
         self.llm.reset_prefix_cache()
         return n
@@ -106,11 +111,11 @@ class HFEngine:
         self.device = torch.device("cuda" if cfg.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu")
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self._pg = None
+        self._receiver: CollectiveReceiver | None = None
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int,
-                 temperature: float | None = None) -> list[Generation]:
+                 temperature: float | None = None) -> list[Episode]:
         temp = self.cfg.temperature if temperature is None else temperature
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
@@ -141,7 +146,7 @@ class HFEngine:
                         reason = "stop"
                         break
                 text = self.tokenizer.decode(resp, skip_special_tokens=True)
-                gens.append(Generation(pi, si, list(prompt), resp, lp, reason, text, 0))
+                gens.append(Episode(pi, si, list(prompt), resp, lp, reason, text, 0))
         return gens
 
     @torch.no_grad()
@@ -154,22 +159,22 @@ class HFEngine:
         return res
 
     def _load(self, pairs) -> int:
-        state = self.model.state_dict()
+        state, numel = self.model.state_dict(), 0
         for name, t in pairs:
             state[name].copy_(t)  # in place: tied embeddings stay tied
-        return sum(t.numel() for _, t in pairs)
+            numel += t.numel()
+        return numel
 
-    def init_weight_group(self, host, port, rank_offset, world_size, backend) -> int:
-        from actors.weight_receiver import join_weight_group
-
-        self._pg = join_weight_group(host, port, rank_offset, world_size, backend)
+    def init_weight_group(self, host, port, rank_offset, world_size, backend, timeout_s=600.0) -> int:
+        self._receiver = CollectiveReceiver(host, port, rank_offset, world_size, backend, timeout_s,
+                                            self.device)
         return 1
 
-    def receive_broadcast(self, plan: BucketPlan) -> int:
-        return sum(self._load(pairs) for pairs in receive_buckets(self._pg, plan, self.device))
+    def receive_broadcast(self, plan: Plan) -> int:
+        return self._load(self._receiver.receive(plan))
 
-    def load_flat_buckets(self, plan: BucketPlan, flats: list[torch.Tensor]) -> int:
-        return sum(self._load(unflatten_bucket(f.to(self.device), b)) for b, f in zip(plan, flats))
+    def load_flat_buckets(self, plan: Plan, flats: list[torch.Tensor]) -> int:
+        return self._load(unpack_flats(plan, flats, self.device))
 
 
 def cpu_scheduling_args(cfg: RolloutConfig) -> dict:

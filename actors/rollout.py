@@ -1,12 +1,15 @@
 """Rollout actors: a thin Ray shell around one engine each, plus the group that places and feeds them.
 
 `RolloutWorker` is the plain core (tests drive it without Ray); `RolloutGroup` owns the placement
-group, splits a batch of prompts across actors and tags every sample with the weight version it was
-generated with, so staleness is always visible to the orchestrator.
+group, splits a request's prompts across actors and returns Episodes tagged with the weight version
+each engine held when it ran the request. `submit` returns at once (async mode keeps requests in
+flight while the learner trains); `collect` waits for one. Ray runs an actor's tasks in submit order,
+so a weight load submitted after a request runs after it: a request never mixes two versions.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import ray
@@ -15,7 +18,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.config import RolloutConfig
 from actors.engines import make_engine
-from actors.weight_receiver import BucketPlan
+from common.weights import Plan
 
 
 class RolloutWorker:
@@ -23,33 +26,42 @@ class RolloutWorker:
         self.cfg = cfg
         self.actor_index = actor_index
         self.engine = make_engine(cfg, model_path, seed=cfg.seed + actor_index)
+        # Which policy version this engine holds: a fact about its weights, set only by a load. The
+        # version counter itself belongs to the orchestrator's WeightPusher.
         self.weight_version = 0
 
     def ready(self) -> int:
         return self.actor_index
 
+    def threads(self) -> int:
+        """Intra-op threads this actor computes with (the layout test reads it)."""
+        import torch
+
+        return torch.get_num_threads()
+
     def generate(self, prompts: Sequence[Sequence[int]], seed: int, n: int | None = None,
                  temperature: float | None = None) -> dict:
         t0 = time.perf_counter()
-        gens = self.engine.generate(prompts, n or self.cfg.samples_per_prompt, seed, temperature)
-        for g in gens:
-            g.weight_version = self.weight_version
+        episodes = self.engine.generate(prompts, n or self.cfg.samples_per_prompt, seed, temperature)
+        for ep in episodes:
+            ep.weight_version = self.weight_version
         dt = time.perf_counter() - t0
-        return {"generations": gens, "seconds": dt, "tokens": sum(len(g.response_ids) for g in gens)}
+        return {"episodes": episodes, "seconds": dt, "tokens": sum(len(e.response_ids) for e in episodes)}
 
     def prompt_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[list[float]]:
         return self.engine.prompt_logprobs(seqs)
 
-    def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int, backend: str) -> int:
-        return self.engine.init_weight_group(host, port, rank_offset, world_size, backend)
+    def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int, backend: str,
+                          timeout_s: float) -> int:
+        return self.engine.init_weight_group(host, port, rank_offset, world_size, backend, timeout_s)
 
-    def receive_broadcast(self, plan: BucketPlan, version: int) -> dict:
+    def receive_broadcast(self, plan: Plan, version: int) -> dict:
         t0 = time.perf_counter()
         n = self.engine.receive_broadcast(plan)
         self.weight_version = version
         return {"numel": n, "seconds": time.perf_counter() - t0}
 
-    def load_from_object_store(self, plan: BucketPlan, flat_refs: list, version: int) -> dict:
+    def load_from_object_store(self, plan: Plan, flat_refs: list, version: int) -> dict:
         t0 = time.perf_counter()
         flats = ray.get(list(flat_refs))
         n = self.engine.load_flat_buckets(plan, flats)
@@ -64,10 +76,23 @@ class RolloutWorker:
 RolloutActor = ray.remote(max_restarts=1, max_task_retries=0)(RolloutWorker)
 
 
-class RolloutGroup:
-    """Places `num_actors` engines in their own placement group (independent of the learner's)."""
+@dataclass
+class PendingRequest:
+    """A generation request in flight: one ObjectRef per actor that got a slice of the prompts."""
 
-    def __init__(self, cfg: RolloutConfig, model_path: str, placement: PlacementGroup | None = None):
+    refs: list
+    starts: list[int]  # index of each slice's first prompt in the request
+
+
+class RolloutGroup:
+    """Places `num_actors` engines in their own placement group (independent of the learner's).
+
+    `threads`: intra-op threads per actor (OMP_NUM_THREADS in its environment); None leaves Ray's
+    default, the bundle's CPU count. The colocated layout gives each role every core of the node.
+    """
+
+    def __init__(self, cfg: RolloutConfig, model_path: str, placement: PlacementGroup | None = None,
+                 threads: int | None = None):
         self.cfg = cfg
         bundle = {"CPU": cfg.cpus_per_actor}
         if cfg.gpus_per_actor:
@@ -78,6 +103,8 @@ class RolloutGroup:
         env = {"TOKENIZERS_PARALLELISM": "false"}
         if cfg.tensor_parallel_size == 1:
             env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
         self.actors = [
             RolloutActor.options(
                 num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor,
@@ -107,40 +134,59 @@ class RolloutGroup:
     def num_receiver_ranks(self) -> int:
         return self.cfg.num_actors * self.cfg.tensor_parallel_size
 
-    def generate(self, prompts: Sequence[Sequence[int]], seed: int, n: int | None = None,
-                 temperature: float | None = None) -> dict:
-        """Contiguous slices of the prompt list per actor; returns generations in prompt order."""
+    def submit(self, prompts: Sequence[Sequence[int]], seed: int, n: int | None = None,
+               temperature: float | None = None) -> PendingRequest:
+        """Start generating (contiguous slices of the prompt list per actor); returns at once."""
         k = len(self.actors)
         bounds = [round(i * len(prompts) / k) for i in range(k + 1)]
         refs = [a.generate.remote(prompts[bounds[i]:bounds[i + 1]], seed + 7919 * i, n, temperature)
                 for i, a in enumerate(self.actors) if bounds[i + 1] > bounds[i]]
-        starts = [bounds[i] for i in range(k) if bounds[i + 1] > bounds[i]]
-        gens, secs, toks = [], 0.0, 0
-        for start, res in zip(starts, ray.get(refs)):
-            for g in res["generations"]:
-                g.prompt_index += start
-                gens.append(g)
-            secs = max(secs, res["seconds"])
-            toks += res["tokens"]
-        return {"generations": gens, "seconds": secs, "tokens": toks}
+        return PendingRequest(refs, [bounds[i] for i in range(k) if bounds[i + 1] > bounds[i]])
 
-    def init_weight_group_refs(self, host: str, port: int, backend: str) -> list:
+    @staticmethod
+    def collect(request: PendingRequest) -> dict:
+        """Wait for a request: {"episodes" (prompt order), "seconds" (slowest actor), "busy_seconds"
+        (summed over actors), "tokens"}. A dead actor raises Ray's RayActorError here."""
+        episodes, secs, busy, toks = [], 0.0, 0.0, 0
+        for start, res in zip(request.starts, ray.get(request.refs)):
+            for ep in res["episodes"]:
+                ep.prompt_index += start
+                episodes.append(ep)
+            secs = max(secs, res["seconds"])
+            busy += res["seconds"]
+            toks += res["tokens"]
+        return {"episodes": episodes, "seconds": secs, "busy_seconds": busy, "tokens": toks}
+
+    def generate(self, prompts: Sequence[Sequence[int]], seed: int, n: int | None = None,
+                 temperature: float | None = None) -> dict:
+        """submit + collect: Episodes in prompt order."""
+        return self.collect(self.submit(prompts, seed, n, temperature))
+
+    def init_weight_group_refs(self, host: str, port: int, backend: str, timeout_s: float) -> list:
         """Receivers join as ranks 1..R (the learner is rank 0); the caller waits with the learner's ref."""
         world = 1 + self.num_receiver_ranks
         tp = self.cfg.tensor_parallel_size
-        return [a.init_weight_group.remote(host, port, 1 + i * tp, world, backend)
+        return [a.init_weight_group.remote(host, port, 1 + i * tp, world, backend, timeout_s)
                 for i, a in enumerate(self.actors)]
 
-    def receive_broadcast_refs(self, plan: BucketPlan, version: int) -> list:
+    def receive_broadcast_refs(self, plan: Plan, version: int) -> list:
         return [a.receive_broadcast.remote(plan, version) for a in self.actors]
 
-    def load_from_object_store(self, plan: BucketPlan, flat_refs: list, version: int, actors=None) -> list[dict]:
+    def load_from_object_store_refs(self, plan: Plan, flat_refs: list, version: int, actors=None) -> list:
+        """Submit the load to every actor (or `actors`) and return their refs without waiting: each
+        runs after the actor's tasks submitted before it (its in-flight generation)."""
         targets = self.actors if actors is None else actors
         # Refs nested in a list are passed as refs (not resolved here): each actor pulls the buckets itself.
-        return ray.get([a.load_from_object_store.remote(plan, list(flat_refs), version) for a in targets])
+        return [a.load_from_object_store.remote(plan, list(flat_refs), version) for a in targets]
+
+    def load_from_object_store(self, plan: Plan, flat_refs: list, version: int, actors=None) -> list[dict]:
+        return ray.get(self.load_from_object_store_refs(plan, flat_refs, version, actors))
 
     def prompt_logprobs(self, seqs: Sequence[Sequence[int]], actor: int = 0) -> list[list[float]]:
         return ray.get(self.actors[actor].prompt_logprobs.remote(seqs))
+
+    def threads(self) -> list[int]:
+        return ray.get([a.threads.remote() for a in self.actors])
 
     def weight_versions(self) -> list[int]:
         return ray.get([a.get_weight_version.remote() for a in self.actors])

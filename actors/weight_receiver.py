@@ -1,51 +1,17 @@
-"""Receiving side of the weight push: join the learner's broadcast group, unflatten, load.
+"""vLLM's end of the weight push: the worker extension that receives buckets and loads them.
 
-The learner (rank 0 of a dedicated group, never the training group) broadcasts each bucket of its
-`bucket_plan` as one flat tensor; every engine worker is a receiver rank. A bucket plan is plain data:
-`list[list[(hf_name, dtype_str, shape)]]`. This module is imported inside vLLM worker processes
-through `worker_extension_cls`, so it must stay free of Ray and of the rest of forkrl.
+The wire format and the transports' receivers live in `common.weights` (shared with the learner's
+sender, so the two ends cannot drift); this module only adapts them to vLLM: it joins the weight group
+from every engine worker and loads the received tensors with vLLM's own `load_weights`. It is imported
+inside vLLM worker processes through `worker_extension_cls`, so it stays free of Ray and of the roles.
 """
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import torch
-import torch.distributed as dist
 
-BucketPlan = Sequence[Sequence[tuple[str, str, Sequence[int]]]]
-
-
-def join_weight_group(host: str, port: int, rank: int, world_size: int, backend: str,
-                      timeout_s: float = 600.0):
-    """A process group of its own (not the default one), so engines and trainers keep theirs."""
-    # The learner hosts the TCPStore (its rank 0) on a port of its own; no key prefix on either side.
-    store = dist.TCPStore(host, port, world_size, is_master=False, timeout=timedelta(seconds=timeout_s))
-    if backend == "nccl":
-        return dist.ProcessGroupNCCL(store, rank, world_size, dist.ProcessGroupNCCL.Options())
-    return dist.ProcessGroupGloo(store, rank, world_size, timedelta(seconds=timeout_s))
-
-
-def unflatten_bucket(flat: torch.Tensor, bucket) -> list[tuple[str, torch.Tensor]]:
-    out, offset = [], 0
-    for name, _dtype, shape in bucket:
-        n = 1
-        for s in shape:
-            n *= int(s)
-        out.append((name, flat[offset:offset + n].view(*shape)))
-        offset += n
-    return out
-
-
-def receive_buckets(pg, plan: BucketPlan, device: torch.device) -> Iterable[list[tuple[str, torch.Tensor]]]:
-    """Yield each bucket's (name, tensor) pairs as its broadcast arrives (one bucket in memory)."""
-    for bucket in plan:
-        numel = sum(int(torch.Size(shape).numel()) for _, _, shape in bucket)
-        flat = torch.empty(numel, dtype=getattr(torch, bucket[0][1]), device=device)
-        opts = dist.BroadcastOptions()
-        opts.rootRank = 0
-        pg.broadcast([flat], opts).wait()
-        yield unflatten_bucket(flat, bucket)
+from common.weights import CollectiveReceiver, Plan, unpack_flats
 
 
 class WeightReceiverExtension:
@@ -53,16 +19,14 @@ class WeightReceiverExtension:
 
     Each tensor-parallel worker receives the full tensors and lets vLLM's own `load_weights`
     shard and fuse them (qkv / gate_up), so the learner never needs to know the engine's layout.
+    `self.rank` and `self.device` are vLLM's `WorkerBase` attributes (set before any RPC arrives).
     """
 
-    def _forkrl_device(self) -> torch.device:
-        dev = getattr(self, "device", None)
-        return dev if isinstance(dev, torch.device) else torch.device("cpu")
-
     def forkrl_init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int,
-                                 backend: str) -> int:
-        rank = rank_offset + int(getattr(self, "rank", 0))
-        self._forkrl_pg = join_weight_group(host, port, rank, world_size, backend)
+                                 backend: str, timeout_s: float) -> int:
+        rank = rank_offset + self.rank
+        self._forkrl_receiver = CollectiveReceiver(host, port, rank, world_size, backend, timeout_s,
+                                                   self.device)
         return rank
 
     def _forkrl_reload(self, pairs: Iterable[tuple[str, torch.Tensor]]) -> int:
@@ -82,15 +46,11 @@ class WeightReceiverExtension:
             layer.quant_method.process_weights_after_loading(layer)
         return count[0]
 
-    def forkrl_receive_broadcast(self, plan: BucketPlan) -> int:
-        device = self._forkrl_device()
-        return self._forkrl_reload(
-            pair for pairs in receive_buckets(self._forkrl_pg, plan, device) for pair in pairs)
+    def forkrl_receive_broadcast(self, plan: Plan) -> int:
+        return self._forkrl_reload(self._forkrl_receiver.receive(plan))
 
-    def forkrl_load_flat_buckets(self, plan: BucketPlan, flats: list[torch.Tensor]) -> int:
-        device = self._forkrl_device()
-        return self._forkrl_reload(
-            pair for bucket, flat in zip(plan, flats) for pair in unflatten_bucket(flat.to(device), bucket))
+    def forkrl_load_flat_buckets(self, plan: Plan, flats: list[torch.Tensor]) -> int:
+        return self._forkrl_reload(unpack_flats(plan, flats, self.device))
 
 
 def _cpu_packed_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -1,100 +1,182 @@
-"""Learner throughput: tokens/s, seconds per train step and achieved GFLOP/s (6 * params * tokens
-per forward+backward) against a bare fp32 matmul peak measured in the same run.
+"""Learner throughput and memory: seconds per train step, tokens/s, achieved GFLOP/s (6 * params *
+tokens per forward+backward) and peak RSS, for learner variants side by side in one run.
 
-    python bench/bench_learner.py [--model DIR] [--batch 4] [--seq 256] [--steps 3]
+    python bench/bench_learner.py [--model DIR] [--batch 16] [--micro 16] [--steps 2]
+                                  [--variants full,loss,loss+buckets]
 
-Default model: the prepared SmolLM2-135M at ~/.cache/forkrl/models/smollm2-135m if present, else
-a small random Llama built here. Runs one rank without Ray (DS_ACCELERATOR=cpu unless a GPU is used).
+Variants (each in a fresh child process, so that its peak RSS is its own; see CHILD_ENV):
+  full          the LM head on every position (the learner before logits were restricted to the
+                loss tokens), DeepSpeed's default ZeRO buckets (5e8 elements)
+  loss          the LM head only where the loss reads a token, DeepSpeed's default buckets
+  loss+buckets  the same with ZeRO buckets sized to the model (learner.zero_bucket_size='auto')
+
+The batch has the default job's shape: real arithmetic prompts through the chat template (about 55
+tokens with SmolLM2's) and random response tokens of 24..96 tokens (recipes/default.yaml's
+max_new_tokens is 96), right-padded, about 150 positions. Default model: the prepared SmolLM2-135M
+(`forkrl models prepare smollm2-135m`). One rank without Ray, on CPU (DS_ACCELERATOR=cpu) unless
+a GPU is given.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import statistics
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DEFAULT_MODEL = Path("~/.cache/forkrl/models/smollm2-135m").expanduser()
+VARIANTS = ("full", "loss", "loss+buckets")
+# glibc keeps freed blocks below its (adaptive, up to 32 MiB) mmap threshold in its heap, so a CPU
+# process's RSS shows the allocator's history (activations are a few MiB each) more than the live
+# tensors. A fixed 1 MiB threshold returns every larger block to the OS when freed: RSS then tracks
+# the live memory. It costs page faults, in every variant alike.
+CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
+DEEPSPEED_DEFAULT_BUCKET = 500_000_000
 
 
-def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
+def make_batch(model_path: str, batch: int, seed: int = 0):
+    import torch
+    from transformers import AutoConfig
+
+    from bench.benchlib import arithmetic_prompt_ids
+    from learner.types import TrainBatch
+
+    vocab = AutoConfig.from_pretrained(model_path).vocab_size
+    g = torch.Generator().manual_seed(seed)
+    prompts = arithmetic_prompt_ids(model_path, batch)
+    lengths = torch.randint(24, 97, (batch,), generator=g).tolist()
+    width = max(len(p) + r for p, r in zip(prompts, lengths))
+    ids = torch.zeros(batch, width, dtype=torch.long)
+    attn = torch.zeros(batch, width, dtype=torch.long)
+    loss_mask = torch.zeros(batch, width)
+    for i, (p, r) in enumerate(zip(prompts, lengths)):
+        ids[i, :len(p)] = torch.tensor(p)
+        ids[i, len(p):len(p) + r] = torch.randint(0, vocab, (r,), generator=g)
+        attn[i, :len(p) + r] = 1
+        loss_mask[i, len(p):len(p) + r] = 1.0
+    adv = torch.randn(batch, 1, generator=g).expand(batch, width).contiguous()
+    return TrainBatch(ids, attn, loss_mask, adv, torch.zeros(batch, width))
+
+
+def full_logits_worker_class():
+    """The learner as it was before logits were restricted to the loss tokens: the LM head runs on
+    every position of the micro-batch (kept here as the baseline of the comparison)."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+    from learner.entropy import token_logprobs_and_entropy
+    from learner.worker import LearnerWorker
+
+    class FullLogitsWorker(LearnerWorker):
+        def _forward(self, model, mb, grad, entropy_grad=False, positions="loss"):
+            ids = mb.input_ids.to(self.device)
+            attn = mb.attention_mask.to(self.device)
+            with torch.set_grad_enabled(grad):
+                logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
+                return token_logprobs_and_entropy(logits[:, :-1], ids[:, 1:], mb.temperature,
+                                                  self.cfg.logprob_chunk_size, entropy_grad=entropy_grad)
+
+    return FullLogitsWorker
 
 
-def random_model(path: Path) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=8192, hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
-                      num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
-                      tie_word_embeddings=True)
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    return path
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--batch", type=int, default=4, help="sequences per train step")
-    parser.add_argument("--seq", type=int, default=256, help="tokens per sequence")
-    parser.add_argument("--micro", type=int, default=4, help="micro-batch size")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up)")
-    parser.add_argument("--zero", type=int, default=2, help="ZeRO stage")
-    args = parser.parse_args()
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process, so that the peak of the timed steps
+    is measured without model loading; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
+
+def peak_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+def run_variant(args, variant: str) -> dict:
     import torch
 
     from learner.config import LearnerConfig
-    from learner.types import TrainBatch
     from learner.worker import LearnerWorker
 
-    tmp = tempfile.TemporaryDirectory()
-    model = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.exists() else random_model(Path(tmp.name)))
-    peak = matmul_peak_gflops()
-    cfg = LearnerConfig(micro_batch_size=args.micro, zero_stage=args.zero, lr=1e-6)
-    worker = LearnerWorker(cfg, str(model))
-    params = worker.param_stats()["num_params"]
-    vocab = worker.engine.module.config.vocab_size
-
-    B, T = args.batch, args.seq
-    ids = torch.randint(0, vocab, (B, T))
-    loss_mask = torch.zeros(B, T)
-    loss_mask[:, T // 4:] = 1.0
-    adv = torch.randn(B, 1).expand(B, T).contiguous()
-    batch = TrainBatch(ids, torch.ones(B, T, dtype=torch.long), loss_mask, adv, torch.zeros(B, T))
-
+    cls = full_logits_worker_class() if variant == "full" else LearnerWorker
+    bucket = "auto" if variant == "loss+buckets" else DEEPSPEED_DEFAULT_BUCKET
+    cfg = LearnerConfig(micro_batch_size=args.micro, zero_stage=args.zero, lr=1e-6, zero_bucket_size=bucket,
+                        gpus_per_rank=1 if torch.cuda.is_available() else 0)
+    worker = cls(cfg, args.model)
+    batch = make_batch(args.model, args.batch)
     worker.train_step(batch)  # warm-up (allocator, first-step optimizer state)
+    after_warmup = rss_mib()
+    step_peak = reset_peak_rss()
     times = []
     for _ in range(args.steps):
         start = time.perf_counter()
         worker.train_step(batch)
         times.append(time.perf_counter() - start)
-    step_s, best_s = sorted(times)[len(times) // 2], min(times)
-    tokens = B * T
-    achieved, achieved_best = (6 * params * tokens / t / 1e9 for t in (step_s, best_s))
-    print(f"model            {model} ({params / 1e6:.1f}M params, vocab {vocab}, "
-          f"dtype {worker.dtype_name}, ZeRO-{args.zero})")
-    print(f"threads          {torch.get_num_threads()}")
-    print(f"batch            {B} x {T} tokens, micro-batch {args.micro}")
-    print(f"step seconds     median {step_s:.2f}  (all: {', '.join(f'{t:.2f}' for t in times)})")
-    print(f"tokens/s         {tokens / step_s:.0f} median, {tokens / best_s:.0f} best")
-    print(f"achieved GFLOP/s {achieved:.1f} median, {achieved_best:.1f} best "
-          f"(6 * params * tokens / step time)")
-    print(f"matmul peak      {peak:.1f} GFLOP/s fp32  -> {100 * achieved / peak:.0f}% of peak "
-          f"(median), {100 * achieved_best / peak:.0f}% (best)")
-    print("note: shared CPUs make single steps noisy; compare best-of figures across runs")
+    return {"variant": variant, "times": times, "tokens": batch.num_tokens,
+            "loss_tokens": batch.num_loss_tokens, "positions": batch.input_ids.numel(),
+            "params": worker.param_stats()["num_params"], "vocab": worker.engine.module.config.vocab_size,
+            "dtype": worker.dtype_name, "bucket": worker.ds_config["zero_optimization"]["reduce_bucket_size"],
+            "rss_after_warmup_mib": after_warmup, "peak_rss_mib": peak_rss_mib(), "step_peak": step_peak,
+            "process_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model dir or alias (default: smollm2-135m)")
+    parser.add_argument("--batch", type=int, default=16, help="sequences per train step")
+    parser.add_argument("--micro", type=int, default=16, help="micro-batch size")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps (after one warm-up)")
+    parser.add_argument("--zero", type=int, default=2, help="ZeRO stage")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of " + ", ".join(VARIANTS))
+    parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)  # the child's one variant
+    args = parser.parse_args()
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    from bench.benchlib import bench_model
+
+    args.model = bench_model(args.model)
+    if args.variant:
+        print("RESULT " + json.dumps(run_variant(args, args.variant)), flush=True)
+        return
+
+    results = []
+    for variant in args.variants.split(","):
+        if variant not in VARIANTS:
+            raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+        cmd = [sys.executable, __file__, "--model", args.model, "--batch", str(args.batch), "--micro",
+               str(args.micro), "--steps", str(args.steps), "--zero", str(args.zero), "--variant", variant]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **CHILD_ENV))
+        line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if out.returncode != 0 or line is None:
+            raise SystemExit(f"variant {variant} failed:\n{out.stderr[-3000:]}")
+        results.append(json.loads(line[len("RESULT "):]))
+
+    first = results[0]
+    print(f"model      {args.model} ({first['params'] / 1e6:.1f}M params, vocab {first['vocab']}, "
+          f"dtype {first['dtype']}, ZeRO-{args.zero}, {first['threads']} threads)")
+    print(f"batch      {args.batch} seqs x {first['positions'] // args.batch} positions, micro-batch "
+          f"{args.micro}: {first['tokens']} real tokens, {first['loss_tokens']} loss tokens")
+    peak = "peak RSS (steps)" if all(r["step_peak"] for r in results) else "peak RSS (process)"
+    print(f"{'variant':<14} {'s/step (median)':>15} {'all steps':>18} {'tokens/s':>9} {'GFLOP/s':>8} "
+          f"{'bucket':>11} {'RSS warm':>9} {peak:>18}")
+    for r in results:
+        median = statistics.median(r["times"])
+        print(f"{r['variant']:<14} {median:>15.2f} {', '.join(f'{t:.2f}' for t in r['times']):>18} "
+              f"{r['tokens'] / median:>9.0f} {6 * r['params'] * r['tokens'] / median / 1e9:>8.1f} "
+              f"{r['bucket']:>11,} {r['rss_after_warmup_mib']:>7.0f}Mi {r['peak_rss_mib']:>16.0f}Mi")
+    print("note: shared CPUs make single steps noisy; rerun before trusting a small difference")
 
 
 if __name__ == "__main__":

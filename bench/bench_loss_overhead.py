@@ -12,7 +12,7 @@ import argparse
 import statistics
 import time
 
-from common import ROOT  # noqa: F401  (puts the repo on sys.path)
+from benchlib import ROOT  # noqa: F401  (puts the repo on sys.path)
 
 
 def main() -> None:

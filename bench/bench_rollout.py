@@ -11,7 +11,7 @@ import time
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-from common import arithmetic_prompt_ids, bench_model  # noqa: E402
+from benchlib import arithmetic_prompt_ids, bench_model  # noqa: E402
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from common import bench_model
+from benchlib import bench_model
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
         lcfg = LearnerConfig(weight_sync={"transport": transport})
         learner = LearnerGroup(lcfg, model)
         pusher = WeightPusher(learner, rollout, lcfg.weight_sync, lcfg.resolve_sync_backend())
-        runs = [pusher.push(v + 1) for v in range(args.reps)]
+        runs = [pusher.push() for _ in range(args.reps)]
         secs = [r["sync/seconds"] for r in runs]
         gb = runs[0]["sync/bytes"] / 1e9
         med = statistics.median(secs)

@@ -1,4 +1,5 @@
-"""Per-token loss -> scalar (`loss_agg_mode`, ALGORITHMS.md §0), with global normalisers.
+"""Per-token loss -> scalar (verl's `loss_agg_mode`; docs/ALGORITHMS.md §0 of the project's shared
+docs), with global normalisers.
 
 Why global normalisers: the learner sums micro-batch losses (gradient accumulation, and an
 all-reduce over ranks). A micro-batch's own `mask.sum()` would weight its tokens by the wrong

@@ -5,14 +5,11 @@ visible step: `resolve_dtype()` and `learner.worker.deepspeed_config()`.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from learner import loss_config as _loss_config
-
-# The policy-loss tagged union (keyed by `type`), owned by learner/loss_config.py.
-LossConfig = getattr(_loss_config, "LossConfig", None) or _loss_config.PolicyLossConfig
+from learner.loss_config import PolicyLossConfig, PPOClipLoss
 
 
 class WeightSyncConfig(BaseModel):
@@ -49,6 +46,12 @@ class LearnerConfig(BaseModel):
         default_factory=dict, description="Extra Ray resources per rank bundle, e.g. {forkrl_learner: 1} to pin "
         "ranks to the learner worker type of cluster_configs/ray-cluster.yaml.")
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage (0-3). 2 is the tested default.")
+    zero_bucket_size: Union[Literal["auto"], Annotated[int, Field(ge=2, multiple_of=2)]] = Field(
+        "auto",
+        description="Elements per ZeRO gradient-reduce and all-gather bucket (DeepSpeed's "
+        "reduce_bucket_size / allgather_bucket_size). 'auto' sizes them to the model (see "
+        "learner.worker.zero_bucket_size): DeepSpeed's default of 5e8 elements keeps a reduce buffer "
+        "larger than a small model's whole gradient. 500000000 restores DeepSpeed's default.")
     lr: float = Field(1e-6, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW (beta1, beta2).")
@@ -71,36 +74,37 @@ class LearnerConfig(BaseModel):
         False, description="Recompute activations in backward (less memory, ~30% more compute)."
     )
     logprob_chunk_size: int = Field(
-        1024, ge=1, description="Rows of logits per chunk in the fused log-prob/entropy kernel."
+        128, ge=1, description="Rows of logits per chunk in the fused log-prob/entropy kernel: each "
+        "float32 temporary holds rows x vocab (128 x 49152 = 24 MiB for SmolLM2), and a few live at "
+        "once in backward. The kernel sees the loss rows of a whole micro-batch in one flat block."
     )
     recompute_old_logprobs: Literal["auto", "always"] = Field(
         "auto",
         description="'auto': when mini_batches == 1 and epochs == 1 the old policy IS the current "
         "policy before the step, so old log-probs are the detached current log-probs of the same "
         "forward pass (saves one forward); otherwise they are computed in a separate no-grad pass "
-        "before the first update. 'always': always use the separate pass. Old log-probs given in "
-        "the TrainBatch (e.g. async mode's rollout log-probs) are used as they are.",
+        "before the first update. 'always': always use the separate pass. Old log-probs already in "
+        "the TrainBatch are used as they are. The sampler's log-probs are never used as old "
+        "log-probs: loss.tis corrects the gap between the two policies.",
     )
     ref_model: bool = Field(
         False,
         description="Load a frozen reference copy of the initial model and compute reference "
         "log-probs for KL. Turn on only when the loss config asks for reference KL.",
     )
-    loss: LossConfig = Field(default_factory=_loss_config.PPOClipLoss,
-                            description="Policy loss, a tagged union keyed by 'type' (default PPO-clip).")
+    loss: PolicyLossConfig = Field(default_factory=PPOClipLoss,
+                                  description="Policy loss, a tagged union keyed by 'type' (default PPO-clip).")
     weight_sync: WeightSyncConfig = Field(
         default_factory=WeightSyncConfig, description="Weight push to the rollout engines."
     )
 
     @model_validator(mode="after")
     def _check(self) -> "LearnerConfig":
-        wants_ref = getattr(self.loss, "ref_kl", None) is not None and self.loss.ref_kl.coef > 0
-        # SENT's penalty='ref_kl' also reads reference log-probs (JobConfig's reference_kl_needs_ref_model
-        # asks for ref_model then); without this, that config was rejected both with and without it.
-        uses_ref = wants_ref or getattr(self.loss, "penalty", None) == "ref_kl"
-        if wants_ref and not self.ref_model:
-            raise ValueError("loss.ref_kl is set: turn on ref_model so the learner computes "
-                             "reference log-probs")
+        uses_ref = self.loss.uses_reference()
+        if uses_ref and not self.ref_model:
+            raise ValueError(f"loss (type {self.loss.type!r}) uses reference KL (ref_kl, or SENT's "
+                             "penalty='ref_kl'): turn on ref_model so the learner computes reference "
+                             "log-probs")
         if self.ref_model and not uses_ref:
             raise ValueError("ref_model is on but loss.ref_kl is not set (nor SENT's penalty='ref_kl'): "
                              "the frozen copy would be loaded for nothing")

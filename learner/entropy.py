@@ -17,7 +17,7 @@ from typing import Iterator
 
 import torch
 
-DEFAULT_CHUNK_SIZE = 1024
+DEFAULT_CHUNK_SIZE = 128  # rows: each float32 temporary is rows x vocab (24 MiB at 49k vocab)
 
 
 def _row_chunks(logits: torch.Tensor, chunk_size: int) -> Iterator[tuple[int, slice]]:

@@ -14,7 +14,9 @@ from learner.types import TrainBatch
 
 class LearnerGroup:
     def __init__(self, cfg: LearnerConfig, model_path: str, seed: int = 0,
-                 placement_group: Any = None) -> None:
+                 placement_group: Any = None, threads: int | None = None) -> None:
+        """threads: intra-op threads per rank (OMP_NUM_THREADS in its environment); None leaves Ray's
+        default, the bundle's CPU count (the orchestrator's colocated layout gives every core)."""
         import ray
         from ray.util.placement_group import placement_group as make_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -33,9 +35,13 @@ class LearnerGroup:
             ray.get(placement_group.ready())
         self.placement_group = placement_group
         options: dict[str, Any] = {"num_cpus": cfg.cpus_per_rank, "num_gpus": cfg.gpus_per_rank}
+        env: dict[str, str] = {}
         if cfg.gpus_per_rank == 0:
-            # DeepSpeed picks its accelerator at import time; on CPU it must be told before that.
-            options["runtime_env"] = {"env_vars": {"DS_ACCELERATOR": "cpu"}}
+            env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed picks its accelerator at import time: tell it first
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
+        if env:
+            options["runtime_env"] = {"env_vars": env}
         actor_cls = ray.remote(LearnerActor)
         try:
             self.actors = [
@@ -96,6 +102,19 @@ class LearnerGroup:
 
         ray.get([a.save_hf.remote(str(directory)) for a in self.actors])
 
+    def threads(self) -> list[int]:
+        """Intra-op threads of every rank (the layout test reads them)."""
+        import ray
+
+        return ray.get([a.threads.remote() for a in self.actors])
+
+    def set_loss(self, loss_cfg) -> None:
+        """Every rank trains with `loss_cfg` from the next step on (the entropy set-point controller
+        moves one coefficient per step)."""
+        import ray
+
+        ray.get([a.set_loss.remote(loss_cfg) for a in self.actors])
+
     def param_stats(self) -> dict[str, float]:
         import ray
 
@@ -118,11 +137,12 @@ class LearnerGroup:
         when the receivers (ranks 1..world_size-1) join too, so start theirs before ray.get."""
         return self.actors[0].init_weight_group.remote(master_addr, master_port, world_size)
 
-    def broadcast_weights(self):
-        """ObjectRef of rank 0's {"bytes", "seconds", "buckets"}; receivers must run concurrently.
-        Every rank is called (under ZeRO-3 they join the per-bucket gathers; else they return)."""
-        refs = [a.broadcast_weights.remote() for a in self.actors]
-        return refs[0]
+    def broadcast_weights(self) -> list:
+        """One ObjectRef per rank, rank 0's first: its {"bytes", "seconds", "buckets"} describe the
+        push (the others report zeros). Every rank takes part (under ZeRO-3 they join the per-bucket
+        gathers), so the caller must ray.get them ALL: a rank > 0 that failed is seen nowhere else.
+        The receivers' tasks must be submitted before waiting, as they complete the broadcast."""
+        return [a.broadcast_weights.remote() for a in self.actors]
 
     def export_weights_refs(self) -> dict:
         """{"plan", "refs" (one ObjectRef per bucket, plan order), "bytes", "seconds", "buckets"}."""

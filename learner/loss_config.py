@@ -1,9 +1,9 @@
 """Policy-loss configuration: one tagged union keyed by `type`, plus the composable controls.
 
-Every loss shares `_PolicyLossBase` (aggregation, forking mask, entropy bonus, reference KL, selection
-scope), so any control composes with any objective in one `compute_policy_loss` call. Validators only
-validate; nothing here derives values. Defaults cite the paper or reference code they come from
-(see docs/ALGORITHMS.md).
+Every loss shares `_PolicyLossBase` (aggregation, forking mask, truncated importance sampling, entropy
+bonus, reference KL, selection scope), so any control composes with any objective in one
+`compute_policy_loss` call. Validators only validate; nothing here derives values. Defaults cite the
+paper or reference code they come from (and docs/ALGORITHMS.md of the project's shared docs).
 """
 from __future__ import annotations
 
@@ -46,11 +46,32 @@ class RefKLConfig(_Strict):
     )
 
 
+class TISConfig(_Strict):
+    """Truncated importance sampling (TIS) from the sampler's policy to the learner's.
+
+    The engine samples from a behaviour policy mu (its own kernels and precision and, in async mode, an
+    older weight version), while the loss's ratio is taken against the learner's old (proximal) policy
+    pi_old. Weighting the PG term by w = pi_old / mu, truncated at `cap` and detached, corrects the
+    gap (Yao et al. 2025, "Your Efficient RL Framework Secretly Brings You Off-Policy RL Training";
+    verl's rollout correction `rollout_is`, TRL's vLLM importance sampling correction).
+    """
+
+    level: Literal["token", "sequence"] = Field(
+        "token",
+        description="token: w_t = min(exp(lp_old_t - lp_rollout_t), cap); sequence: one w per sequence, "
+        "min(exp(sum_t (lp_old_t - lp_rollout_t)), cap) over its valid tokens, on each of its tokens.",
+    )
+    cap: float = Field(
+        2.0, gt=0.0,
+        description="Truncation C of the weight (w <= C); 2 is verl's rollout_is_threshold default.",
+    )
+
+
 class _PolicyLossBase(_Strict):
     agg: AggMode = Field(
         "token-mean",
-        description="loss_agg_mode over valid tokens (ALGORITHMS.md §0); token-mean is DAPO's and the "
-        "Clip/KL-Cov recipes'.",
+        description="loss_agg_mode over valid tokens (docs/ALGORITHMS.md §0 of the project's shared docs); "
+        "token-mean is DAPO's and the Clip/KL-Cov recipes'.",
     )
     agg_norm_constant: Optional[float] = Field(
         None,
@@ -61,6 +82,11 @@ class _PolicyLossBase(_Strict):
     forking: Optional[ForkingConfig] = Field(
         None,
         description="Forking-token mask on the PG term; None disables it.",
+    )
+    tis: Optional[TISConfig] = Field(
+        None,
+        description="Truncated importance sampling from the sampler's log-probs to the learner's old "
+        "log-probs, on the PG term; None disables it.",
     )
     entropy_coef: float = Field(
         0.0,
@@ -75,10 +101,9 @@ class _PolicyLossBase(_Strict):
     )
     scope: Literal["micro", "mini", "global"] = Field(
         "micro",
-        description="Selection scope S the selectors rank over. All three reference codes use the "
-        "micro-batch. "
-        "The loss ranks over whatever it is handed: the learner realises mini/global by handing it the "
-        "concatenated mini-batch or all-gathered batch.",
+        description="Selection scope S the selectors rank over. Only 'micro' (what all three reference "
+        "codes use) is implemented: the learner hands the loss one micro-batch, and the job config "
+        "rejects 'mini' and 'global' until the learner gathers a mini-batch or all ranks for them.",
     )
 
     @model_validator(mode="after")
@@ -88,6 +113,14 @@ class _PolicyLossBase(_Strict):
                 "agg 'seq-mean-token-sum-norm' needs agg_norm_constant (e.g. the max response length)"
             )
         return self
+
+    def uses_reference(self) -> bool:
+        """Whether the loss reads reference log-probs (so the learner must load a reference model)."""
+        return self.ref_kl is not None and self.ref_kl.coef > 0
+
+    def needs_entropy_grad(self) -> bool:
+        """Whether the loss differentiates through the entropy (the bonus does; selectors only rank)."""
+        return self.entropy_coef > 0
 
 
 class PPOClipLoss(_PolicyLossBase):
@@ -176,6 +209,10 @@ class SENTLoss(_PolicyLossBase):
         RefKLConfig(coef=0.001, estimator="k3"),
         description="SENT adds 0.001 token-mean(k3 KL to reference) in its released code.",
     )
+
+    def uses_reference(self) -> bool:
+        """The reference KL term, or the paper's penalty KL(pi || pi_ref), reads reference log-probs."""
+        return super().uses_reference() or self.penalty == "ref_kl"
 
 
 class GSPOLoss(_PolicyLossBase):

@@ -3,7 +3,8 @@
 The learner calls one entry, `compute_policy_loss(inputs, cfg) -> (loss, metrics)`. It builds one
 shared detached pass (`TokenStats`: validity, entropy, covariance over S), asks the objective
 registered under `cfg.type` for per-token terms, then applies the controls every objective shares:
-forking mask (PG term only), aggregation with global normalisers, reference KL, entropy bonus.
+truncated importance sampling and the forking mask (PG term only), aggregation with global
+normalisers, reference KL, entropy bonus.
 So forking + KL-Cov + clip-higher is one config, one call, one covariance.
 
 Registered objectives return `PolicyTerms`, not a scalar: composition needs the PG term and the
@@ -20,17 +21,21 @@ import torch
 from learner.aggregation import aggregate
 from learner.selectors import TokenStats, clip_cov_mask, forking_mask, kl_cov_mask, sent_selection
 
-KL_CLAMP = 10.0
+KL_CLAMP = 10.0  # bound of the k3 estimate per token (verl's low_var_kl)
+K3_LOG_RATIO_CLAMP = 20.0  # bound of x = lp_ref - lp before exp in k3 (verl's low_var_kl)
 
 
 @dataclass
 class LossInputs:
     logprobs: torch.Tensor  # [B, T] current policy log-probs of the taken tokens (with grad)
-    old_logprobs: torch.Tensor  # [B, T] behaviour-policy log-probs (detached)
+    old_logprobs: torch.Tensor  # [B, T] old (proximal) policy log-probs, the learner's (detached)
     advantages: torch.Tensor  # [B, T] sequence advantage broadcast over its tokens
     mask: torch.Tensor  # [B, T] float, 1 on valid response tokens
     entropy: Optional[torch.Tensor] = None  # [B, T] per-token entropy (detached unless a bonus needs grad)
     ref_logprobs: Optional[torch.Tensor] = None  # [B, T] reference-model log-probs, if KL is on
+    # [B, T] the sampler's log-probs (behaviour policy): truncated importance sampling (cfg.tis) weighs
+    # the PG term by them, and the behaviour/learner KL is reported whenever they are given.
+    rollout_logprobs: Optional[torch.Tensor] = None
     # Normaliser for token-mean across micro-batches / ranks: when set, token-mean divides by this
     # global count instead of mask.sum(), so a sharded batch gives the same gradient as an unsharded one.
     global_num_tokens: Optional[float] = None
@@ -74,17 +79,36 @@ def _frac(sel: torch.Tensor, valid: torch.Tensor) -> float:
 
 
 def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
-    """Per-token KL(pi || pi_ref) estimate, clamped to ±10 (verl `kl_penalty`): one token cannot blow
-    up the step.
+    """Per-token KL(pi || pi_ref) estimate, as verl's `kl_penalty` (trainer/ppo/core_algos.py).
 
-    x is clamped to ±20 before exp for the same reason; within ±10 the two clamps never bind together.
+    k1 ('kl' there) is lp - lp_ref, unclamped: linear in lp, it cannot explode. k3 ('low_var_kl')
+    exp(x) - x - 1 with x = lp_ref - lp is exponential in x, so x is clamped to ±20 before exp and
+    the estimate to ±10 after it: one token cannot blow up the step.
     """
     if estimator == "k1":
-        return (logprobs - ref_logprobs).clamp(-KL_CLAMP, KL_CLAMP)
+        return logprobs - ref_logprobs
     if estimator == "k3":
-        x = (ref_logprobs - logprobs).clamp(-20.0, 20.0)
+        x = (ref_logprobs - logprobs).clamp(-K3_LOG_RATIO_CLAMP, K3_LOG_RATIO_CLAMP)
         return (torch.exp(x) - x - 1.0).clamp(-KL_CLAMP, KL_CLAMP)
     raise ValueError(f"unknown KL estimator {estimator!r}")
+
+
+def tis_weights(old_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor, valid: torch.Tensor,
+                level: str, cap: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Truncated importance weights pi_old / mu of the sampled tokens, and which were truncated.
+
+    token: w_t = min(exp(lp_old_t - lp_mu_t), cap). sequence: w = min(exp(sum_t (lp_old_t -
+    lp_mu_t)), cap) over the row's valid tokens, on each of them. The log-weight is clamped at
+    log(cap) before exp, so a long sequence's sum cannot overflow to inf. Detached (the weight
+    corrects the sampling distribution; it is not a quantity to optimise); 0 outside `valid`.
+    """
+    log_w = torch.where(valid, (old_logprobs - rollout_logprobs).detach().float(), 0.0)
+    if level == "sequence":
+        log_w = log_w.sum(-1, keepdim=True).expand_as(old_logprobs)
+    elif level != "token":
+        raise ValueError(f"unknown TIS level {level!r}")
+    log_cap = math.log(cap)
+    return torch.exp(log_w.clamp(max=log_cap)) * valid, (log_w > log_cap) & valid
 
 
 def _ppo_clip(ratio, adv, eps_low, eps_high, dual_clip, valid):
@@ -148,6 +172,14 @@ def kl_cov_loss(inputs: LossInputs, cfg, stats: TokenStats) -> PolicyTerms:
 
 @register_policy_loss("sent")
 def sent_loss(inputs: LossInputs, cfg, stats: TokenStats) -> PolicyTerms:
+    """SENT token loss: unclipped PG plus a |log r| (or k3 reference KL) penalty on the tokens of the
+    low-entropy set L picked by covariance (`selectors.sent_selection`).
+
+    A deliberate deviation from the released code, not a bug to "fix" back: called from its actor,
+    that code indexes the advantages with an integer (0/1) mask, which selects whole rows instead of
+    tokens, so its covariance is computed over the wrong entries. Here the covariance is taken over
+    the tokens of L, as the paper (arXiv 2512.04359) intends.
+    """
     log_r = inputs.logprobs - inputs.old_logprobs
     pg = -inputs.advantages * torch.exp(log_r)
     sel = sent_selection(stats, cfg.kappa, cfg.low_frac)
@@ -206,6 +238,23 @@ def cispo_loss(inputs: LossInputs, cfg, stats: TokenStats) -> PolicyTerms:
     )
 
 
+def _masked_mean(x: torch.Tensor, valid: torch.Tensor) -> float:
+    """Mean of x over the valid tokens; 0 when there are none (an all-padding micro-batch)."""
+    return float(torch.where(valid, x.float(), 0.0).sum()) / max(1, int(valid.sum()))
+
+
+def _rollout_kl_metrics(old: torch.Tensor, rollout: torch.Tensor, valid: torch.Tensor) -> dict[str, float]:
+    """KL(mu || pi_old) between the sampler's policy mu and the learner's, over the valid tokens.
+
+    The tokens were sampled from mu, so E_mu[lp_mu - lp_old] (k1) and E_mu[r - 1 - log r] with
+    r = pi_old / mu (k3, >= 0 per token) both estimate it; verl reports the same pair as its
+    training/rollout mismatch KL.
+    """
+    log_r = old - rollout
+    return {"rollout_kl_k1": _masked_mean(-log_r, valid),
+            "rollout_kl_k3": _masked_mean(torch.exp(log_r) - 1.0 - log_r, valid)}
+
+
 def _cov_metrics(stats: TokenStats) -> dict[str, float]:
     n = stats.num_valid
     if n == 0:
@@ -232,7 +281,8 @@ def _subset_agg(agg: dict, subset: torch.Tensor, valid: torch.Tensor) -> dict:
 
 
 def compute_policy_loss(inputs: LossInputs, cfg) -> tuple[torch.Tensor, dict[str, float]]:
-    """The learner's one call: objective `cfg.type` + forking mask + aggregation + ref KL + entropy bonus."""
+    """The learner's one call: objective `cfg.type` + TIS weight and forking mask (PG term only) +
+    aggregation + ref KL + entropy bonus."""
     valid = inputs.mask > 0
     stats = TokenStats(
         valid=valid,
@@ -242,12 +292,20 @@ def compute_policy_loss(inputs: LossInputs, cfg) -> tuple[torch.Tensor, dict[str
         entropy=None if inputs.entropy is None else inputs.entropy.detach(),
     )
     terms = get_policy_loss(cfg.type)(inputs, cfg, stats)
+    metrics = dict(terms.metrics)
+    pg = terms.pg
+    if cfg.tis is not None:
+        if inputs.rollout_logprobs is None:
+            raise ValueError("tis is configured but LossInputs.rollout_logprobs is None")
+        w, truncated = tis_weights(stats.old_logprobs, inputs.rollout_logprobs, valid, cfg.tis.level,
+                                   cfg.tis.cap)
+        pg = pg * w.to(pg.dtype)
+        metrics.update(tis_weight_mean=_masked_mean(w, valid), tis_frac_truncated=_frac(truncated, valid))
     agg = dict(
         num_tokens=inputs.global_num_tokens,
         num_seqs=inputs.global_num_seqs,
         norm_constant=cfg.agg_norm_constant,
     )
-    metrics = dict(terms.metrics)
 
     m = terms.agg_mask
     fork = None
@@ -256,12 +314,12 @@ def compute_policy_loss(inputs: LossInputs, cfg) -> tuple[torch.Tensor, dict[str
         fork = forking_mask(h, valid, cfg.forking.rho, cfg.forking.variant)
         metrics["frac_forking_kept"] = _frac(fork, valid)
     if fork is None:
-        pg_loss = aggregate(terms.pg, m, cfg.agg, **_subset_agg(agg, m, valid))
+        pg_loss = aggregate(pg, m, cfg.agg, **_subset_agg(agg, m, valid))
     elif cfg.forking.normalise == "all":
-        pg_loss = aggregate(terms.pg * fork.to(terms.pg.dtype), m, cfg.agg, **_subset_agg(agg, m, valid))
+        pg_loss = aggregate(pg * fork.to(pg.dtype), m, cfg.agg, **_subset_agg(agg, m, valid))
     else:
         sel_mask = m * fork.to(m.dtype)
-        pg_loss = aggregate(terms.pg, sel_mask, cfg.agg, **_subset_agg(agg, sel_mask, valid))
+        pg_loss = aggregate(pg, sel_mask, cfg.agg, **_subset_agg(agg, sel_mask, valid))
     loss = pg_loss
     metrics["pg_loss"] = float(pg_loss.detach())
     if terms.penalty is not None:
@@ -292,6 +350,10 @@ def compute_policy_loss(inputs: LossInputs, cfg) -> tuple[torch.Tensor, dict[str
         metrics.update(ratio_mean=float(ratio.mean()), ratio_max=float(ratio.max()))
     if stats.entropy is not None and ratio.numel():
         metrics["entropy_mean"] = float(stats.entropy[valid].float().mean())
+    # verl's ppo_kl: k1 estimate of KL(pi_old || pi), over the tokens sampled before the update
+    metrics["ppo_kl"] = _masked_mean(stats.old_logprobs - stats.logprobs, valid)
+    if inputs.rollout_logprobs is not None:
+        metrics.update(_rollout_kl_metrics(stats.old_logprobs, inputs.rollout_logprobs.detach(), valid))
     metrics.update(_cov_metrics(stats))
     metrics["loss"] = float(loss.detach())
     return loss, metrics

@@ -1,13 +1,15 @@
-"""Token selectors: which tokens of the selection scope S a control acts on (ALGORITHMS.md §2-§4).
+"""Token selectors: which tokens of the selection scope S a control acts on (docs/ALGORITHMS.md §2-§4
+of the project's shared docs; Cui et al. arXiv 2505.22617, Wang et al. arXiv 2506.01939, SENT arXiv
+2512.04359).
 
 Every function here takes detached per-token tensors of one scope ([B, T] plus a bool `valid`
 mask) and returns bool masks of the same shape. Nothing here builds a graph or touches a loss:
 the losses multiply by these masks, which keeps the selection testable on its own and lets several
 controls share one entropy/covariance pass (`TokenStats`).
 
-Scope: a selector ranks over exactly the tensor it is handed. The learner realises
-`scope: micro | mini | global` by what it hands over (a micro-batch, or the concatenated
-mini-batch / all-gathered batch); the functions are the same.
+Scope: a selector ranks over exactly the tensor it is handed. The learner hands over one
+micro-batch, the scope all three reference codes use and the only one implemented (the job config
+rejects `scope: mini | global`); a wider scope would hand over more rows, with the same functions.
 """
 from __future__ import annotations
 
@@ -146,7 +148,9 @@ def sent_selection(stats: TokenStats, kappa: float, low_frac: float = 0.8) -> Se
 
     n = max(1, floor(kappa |L|)). When 2n > |L| the two sets overlap; the released code writes 2 beta
     on the top-n first and 0.5 beta on the bottom-n afterwards, so the overlap ends at 0.5 beta
-    (ALGORITHMS.md §4): `low_cov` has n tokens, `high_cov` the top-n minus the overlap.
+    (docs/ALGORITHMS.md §4 of the project's shared docs): `low_cov` has n tokens, `high_cov` the
+    top-n minus the overlap. The covariance is centred over L's tokens, as the paper intends, not
+    over the rows the released code's integer mask selects (see `learner.losses.sent_loss`).
     """
     h = stats.require_entropy("SENT")
     n_valid = stats.num_valid

@@ -9,9 +9,11 @@ Layout (B sequences, L positions, right-padded):
     loss_mask[b, t]     1 where token input_ids[b, t] is a response token to train on. The log-prob of
                         the token at t comes from the logits at t-1, so loss_mask[:, 0] is always 0.
     advantages[b, t]    the sequence's advantage broadcast over its positions
-    rollout_logprobs    the sampler's log-prob of input_ids[b, t] (0 where loss_mask is 0)
-    old_logprobs        optional behaviour-policy log-probs (else the learner derives them)
+    rollout_logprobs    the sampler's log-prob of input_ids[b, t] (0 where loss_mask is 0): the
+                        behaviour policy, which loss.tis corrects towards the learner's old policy
+    old_logprobs        optional old (proximal) policy log-probs (else the learner derives them)
     ref_logprobs        optional reference-model log-probs (else the learner's ref model, if any)
+    weight_version[b]   the policy version that generated row b (optional)
 All per-token tensors are aligned with input_ids; the learner shifts them internally.
 """
 from __future__ import annotations
@@ -39,6 +41,9 @@ class TrainBatch:
     # long [B]: the mini-batch (optimizer step) each row belongs to. Set by shard(n, mini_batches) so
     # every rank's k-th mini-batch is its slice of the GLOBAL k-th mini-batch; None = contiguous split.
     mini_batch: Optional[torch.Tensor] = None
+    # long [B]: the policy version that generated each row (orchestrator-side staleness bookkeeping;
+    # the loss never reads it, off-policy correction uses the log-probs).
+    weight_version: Optional[torch.Tensor] = None
 
     def __post_init__(self) -> None:
         shape = tuple(self.input_ids.shape)
@@ -48,8 +53,10 @@ class TrainBatch:
             t = getattr(self, name)
             if t is not None and tuple(t.shape) != shape:
                 raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {shape}")
-        if self.mini_batch is not None and tuple(self.mini_batch.shape) != shape[:1]:
-            raise ValueError(f"mini_batch has shape {tuple(self.mini_batch.shape)}, expected {shape[:1]}")
+        for name in ("mini_batch", "weight_version"):
+            t = getattr(self, name)
+            if t is not None and tuple(t.shape) != shape[:1]:
+                raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {shape[:1]}")
         if shape[1] > 0 and shape[0] > 0 and bool(self.loss_mask[:, 0].any()):
             raise ValueError("loss_mask[:, 0] must be 0: position 0 has no preceding logits")
         if self.temperature <= 0:

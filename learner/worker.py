@@ -13,7 +13,7 @@ multiplies its loss by world_size. Every rank runs the same number of micro-batc
 reduces gradients inside each backward): a rank with fewer sequences runs zero-loss dummy passes.
 
 What this module does not do: pick the loss (learner.losses), compute advantages, or know about
-rollout engines beyond pushing weights through learner.weight_sync.
+rollout engines beyond pushing weights through common.weights.
 """
 from __future__ import annotations
 
@@ -25,14 +25,41 @@ import time
 from typing import Any, Optional
 
 import torch
+from pydantic import TypeAdapter
 
-from learner import weight_sync
+from common import weights
 from learner.config import LearnerConfig
+from learner.entropy import token_logprobs_and_entropy
+from learner.loss_config import PolicyLossConfig
+from learner.losses import LossInputs, compute_policy_loss
 from learner.types import TrainBatch
 
 
-def deepspeed_config(cfg: LearnerConfig, world_size: int, dtype: str) -> dict[str, Any]:
+DEEPSPEED_BUCKET_DEFAULT = 500_000_000  # DeepSpeed's reduce/allgather bucket size, in elements
+BUCKETS_PER_MODEL = 8
+MIN_BUCKET = 1 << 20
+
+
+def zero_bucket_size(cfg: LearnerConfig, num_params: int) -> int:
+    """Elements per ZeRO reduce / all-gather bucket: cfg.zero_bucket_size, or for 'auto' an eighth
+    of the model's parameters (at least 2**20, at most DeepSpeed's 5e8), even as DeepSpeed requires.
+
+    Why: ZeRO-2/3 allocate their gradient-reduce buffer at this size on the training device, whatever
+    the model: DeepSpeed's default of 5e8 elements is 1 GiB in bf16 (2 GiB when it stages in fp32)
+    per rank, several times a 135M model's whole gradient. On a GPU that memory is held; on CPU
+    only the pages written count, so the bench measures no RSS change there. An eighth of the model
+    still reduces in a handful of large collectives per backward; the floor keeps tiny models from
+    reducing tensor by tensor.
+    """
+    if cfg.zero_bucket_size != "auto":
+        return cfg.zero_bucket_size
+    size = min(DEEPSPEED_BUCKET_DEFAULT, max(MIN_BUCKET, math.ceil(num_params / BUCKETS_PER_MODEL)))
+    return size + size % 2
+
+
+def deepspeed_config(cfg: LearnerConfig, world_size: int, dtype: str, num_params: int) -> dict[str, Any]:
     """The DeepSpeed config dict derived from LearnerConfig (the only place it is built)."""
+    bucket = zero_bucket_size(cfg, num_params)
     ds: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
         "gradient_accumulation_steps": 1,
@@ -41,7 +68,8 @@ def deepspeed_config(cfg: LearnerConfig, world_size: int, dtype: str) -> dict[st
         "managed_gradient_accumulation": False,
         "gradient_clipping": cfg.grad_clip,
         "zero_optimization": {"stage": cfg.zero_stage, "overlap_comm": False,
-                              "contiguous_gradients": True},
+                              "contiguous_gradients": True, "reduce_bucket_size": bucket,
+                              "allgather_bucket_size": bucket},
         "optimizer": {"type": "AdamW", "params": {
             "lr": cfg.lr, "betas": list(cfg.betas), "eps": cfg.eps,
             "weight_decay": cfg.weight_decay,
@@ -61,7 +89,7 @@ def deepspeed_config(cfg: LearnerConfig, world_size: int, dtype: str) -> dict[st
 # Loss metrics that are a micro-batch's share of a globally normalised sum (the loss terms of
 # learner.losses.compute_policy_loss): summed over micro-batches and ranks. Every other loss metric
 # is a local mean (clip fractions, ratio, covariance stats), averaged weighted by loss tokens.
-_SHARE_METRICS = frozenset({"loss", "pg_loss", "penalty", "kl"})
+_SHARE_METRICS = frozenset({"loss", "pg_loss", "penalty", "kl", "entropy_bonus"})
 
 
 def free_port() -> int:
@@ -70,19 +98,58 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _policy_loss(inputs, loss_cfg):
-    from learner import losses
+def selected_logprobs_and_entropy(forward, head: torch.nn.Module, input_ids: torch.Tensor,
+                                  attention_mask: torch.Tensor, where: torch.Tensor, temperature: float,
+                                  chunk_size: int, entropy_grad: bool = False
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-prob, entropy) of input_ids[:, 1:] given the prefix, [B, L-1], computed only where `where`
+    ([B, L-1] bool) is True and 0 elsewhere.
 
-    if hasattr(losses, "compute_policy_loss"):
-        return losses.compute_policy_loss(inputs, loss_cfg)
-    return losses.get_policy_loss(loss_cfg.type)(inputs, loss_cfg)
+    Why: the LM head's logits, [positions x vocab], are the largest tensor of a step, and the loss
+    reads only the response tokens (no prompt or padding position). `forward` (the DeepSpeed engine
+    or a plain HF model) runs as usual, so the engine's forward still arms its backward hooks; a
+    forward pre-hook on `head` (the model's `get_output_embeddings()`) narrows the head's input from
+    [B, L, H] to the selected rows [N, H], so logits exist only there. Whatever the model applies
+    after its head (Gemma-2's final-logit softcapping, Cohere's logit scale, Granite's division)
+    is elementwise and acts on those rows exactly as on all of them. A model that calls its head
+    otherwise than once on [B, L, H] hidden states, or reshapes the logits, is refused with an error.
 
+    The head runs once on the N rows, not in chunks: under grad, autograd keeps its [N, V] output for
+    backward whatever the chunking; the float32 softmax math is chunked by the kernel
+    (`token_logprobs_and_entropy`). When `where` is empty one position is computed anyway (then
+    zeroed), so that the head is in every backward graph: ZeRO reduces each parameter's gradient in
+    every backward on every rank, and a rank that skipped the head would desynchronise them.
+    """
+    batch, length = input_ids.shape
+    rows = where
+    if not bool(where.any()):
+        rows = torch.zeros_like(where)
+        rows[0, 0] = True
+    hidden_rows = torch.nn.functional.pad(rows, (0, 1))  # [B, L]: the last position predicts nothing
+    calls: list[tuple[int, ...]] = []
 
-def _loss_needs_entropy_grad(loss_cfg) -> bool:
-    for name in ("entropy_coef", "entropy_coeff", "entropy_bonus"):
-        if float(getattr(loss_cfg, name, 0.0) or 0.0) != 0.0:
-            return True
-    return False
+    def narrow(module, args):
+        calls.append(tuple(args[0].shape))
+        if len(calls) > 1 or calls[0][:2] != (batch, length):
+            raise RuntimeError(
+                f"the model calls its output embedding on hidden states of shapes {calls}: computing "
+                f"logits only at the loss positions needs one call on [B, L, H] = [{batch}, {length}, H]")
+        return (args[0][hidden_rows],) + tuple(args[1:])
+
+    handle = head.register_forward_pre_hook(narrow)
+    try:
+        logits = forward(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    finally:
+        handle.remove()
+    n = int(rows.sum())
+    if not calls or logits.shape[:-1] != (n,):
+        raise RuntimeError(f"the model returned logits of shape {tuple(logits.shape)} for {n} selected "
+                           "rows: it does not return its head's output as its logits")
+    lp, ent = token_logprobs_and_entropy(logits, input_ids[:, 1:][rows], temperature, chunk_size,
+                                         entropy_grad=entropy_grad)
+    keep = where.to(lp.dtype)  # 0 on the stand-in position of an empty `where`
+    return (torch.zeros(rows.shape, dtype=lp.dtype, device=lp.device).masked_scatter(rows, lp) * keep,
+            torch.zeros(rows.shape, dtype=ent.dtype, device=ent.device).masked_scatter(rows, ent) * keep)
 
 
 class _Metrics:
@@ -137,10 +204,10 @@ class LearnerWorker:
         self.on_gpu = cfg.gpus_per_rank > 0 and torch.cuda.is_available()
         self.device = torch.device("cuda", torch.cuda.current_device()) if self.on_gpu else torch.device("cpu")
         self.dtype_name = cfg.resolve_dtype(self.on_gpu)
-        self.dtype = weight_sync.str_dtype(self.dtype_name)
+        self.dtype = weights.str_dtype(self.dtype_name)
         self.steps = 0
-        self._plan: Optional[weight_sync.Plan] = None
-        self._weight_pg = None
+        self._plan: Optional[weights.Plan] = None
+        self._sender: Optional[weights.CollectiveSender] = None
 
         # DeepSpeed reads the rendezvous from the environment (and asserts LOCAL_RANK); this is a
         # process of its own under Ray, so setting it here touches nothing else.
@@ -159,7 +226,8 @@ class LearnerWorker:
         model.config.use_cache = False
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.ds_config = deepspeed_config(cfg, world_size, self.dtype_name)
+        self.ds_config = deepspeed_config(cfg, world_size, self.dtype_name,
+                                          sum(p.numel() for p in model.parameters()))
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                                config=self.ds_config)
         self.ref = None
@@ -168,16 +236,19 @@ class LearnerWorker:
             self.ref.to(self.device).eval().requires_grad_(False)
 
     # ---- forward helpers ---------------------------------------------------------------------
-    def _forward(self, model, mb: TrainBatch, grad: bool, entropy_grad: bool = False):
-        """(logprobs, entropy) of input_ids[:, 1:] given the prefix, both [B, L-1]."""
-        from learner.entropy import token_logprobs_and_entropy
-
+    def _forward(self, model, mb: TrainBatch, grad: bool, entropy_grad: bool = False,
+                 positions: str = "loss"):
+        """(logprobs, entropy) of input_ids[:, 1:] given the prefix, both [B, L-1], computed where
+        `positions` says and 0 elsewhere: "loss" = the loss tokens (all the loss and its metrics
+        read), "real" = every real token (compute_logprobs: callers compare prompt log-probs too)."""
         ids = mb.input_ids.to(self.device)
         attn = mb.attention_mask.to(self.device)
+        wanted = mb.loss_mask if positions == "loss" else mb.attention_mask
+        hf_model = self.engine.module if model is self.engine else model
         with torch.set_grad_enabled(grad):
-            logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
-            return token_logprobs_and_entropy(logits[:, :-1], ids[:, 1:], mb.temperature,
-                                              self.cfg.logprob_chunk_size, entropy_grad=entropy_grad)
+            return selected_logprobs_and_entropy(
+                model, hf_model.get_output_embeddings(), ids, attn, wanted[:, 1:].to(self.device) > 0,
+                mb.temperature, self.cfg.logprob_chunk_size, entropy_grad=entropy_grad)
 
     def _padded_micro_batches(self, part: TrainBatch, count: int, fallback: TrainBatch
                               ) -> list[tuple[TrainBatch, bool]]:
@@ -206,32 +277,48 @@ class LearnerWorker:
         return [int(x) for x in self._all_reduce(local, "max").tolist()]
 
     @torch.no_grad()
-    def _logprobs_of(self, model, batch: TrainBatch, collective: bool) -> torch.Tensor:
-        """[B, L] log-probs aligned with input_ids (0 at position 0 and past each sequence)."""
+    def _logprobs_of(self, model, batch: TrainBatch, collective: bool, positions: str) -> torch.Tensor:
+        """[B, L] log-probs aligned with input_ids, at `positions` (see `_forward`), 0 elsewhere."""
         out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
         count = self._max_micro_count([batch])[0] if collective else 0
         row = 0
         for mb, real in self._padded_micro_batches(batch, count, batch):
-            lp, _ = self._forward(model, mb, grad=False)
+            lp, _ = self._forward(model, mb, grad=False, positions=positions)
             if real:
-                lp = lp.float().cpu() * mb.attention_mask[:, 1:]
-                out[row:row + mb.num_seqs, 1:1 + lp.shape[1]] = lp
+                out[row:row + mb.num_seqs, 1:1 + lp.shape[1]] = lp.float().cpu()
                 row += mb.num_seqs
         return out
 
-    def compute_logprobs(self, batch: TrainBatch) -> torch.Tensor:
-        """Current-policy log-probs [B, L] (no grad). A collective under ZeRO-3: call on all ranks."""
+    def _policy_logprobs(self, batch: TrainBatch, positions: str) -> torch.Tensor:
         was_training = self.engine.module.training
         self.engine.module.eval()
         try:
-            return self._logprobs_of(self.engine, batch, collective=True)
+            return self._logprobs_of(self.engine, batch, collective=True, positions=positions)
         finally:
             self.engine.module.train(was_training)
 
+    def compute_logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        """Current-policy log-probs [B, L] of every real token, prompt included (0 at position 0 and
+        on padding); no grad. A collective under ZeRO-3: call on all ranks."""
+        return self._policy_logprobs(batch, positions="real")
+
     def compute_ref_logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        """Reference-model log-probs [B, L] of the loss tokens (all the KL term reads), 0 elsewhere."""
         if self.ref is None:
             raise RuntimeError("ref_model is off in the learner config")
-        return self._logprobs_of(self.ref, batch, collective=False)
+        return self._logprobs_of(self.ref, batch, collective=False, positions="loss")
+
+    def set_loss(self, loss: PolicyLossConfig) -> None:
+        """Replace the policy-loss config from the next train_step on (e.g. a controller adjusting a
+        coefficient between steps). A config or its dict form; validated like the config's own.
+
+        What was built at start-up from the loss cannot change: a loss that reads reference
+        log-probs needs the reference model loaded (learner.ref_model)."""
+        loss = TypeAdapter(PolicyLossConfig).validate_python(loss)
+        if loss.uses_reference() and self.ref is None:
+            raise ValueError(f"loss (type {loss.type!r}) reads reference log-probs but this learner "
+                             "started without ref_model")
+        self.cfg = self.cfg.model_copy(update={"loss": loss})
 
     # ---- training ----------------------------------------------------------------------------
     def train_step(self, batch: TrainBatch, global_num_tokens: Optional[float] = None,
@@ -241,12 +328,10 @@ class LearnerWorker:
         `global_num_tokens` / `global_num_seqs` (the whole batch over all ranks), when given, are
         checked against the all-reduced counts; the per-mini-batch counts are always all-reduced.
         """
-        from learner.losses import LossInputs
-
         cfg, start = self.cfg, time.perf_counter()
         if batch.old_logprobs is None and (cfg.recompute_old_logprobs == "always"
                                            or cfg.mini_batches > 1 or cfg.epochs > 1):
-            batch.old_logprobs = self.compute_logprobs(batch)
+            batch.old_logprobs = self._policy_logprobs(batch, positions="loss")
         if self.ref is not None and batch.ref_logprobs is None:
             batch.ref_logprobs = self.compute_ref_logprobs(batch)
 
@@ -261,7 +346,7 @@ class LearnerWorker:
             raise ValueError(f"global_num_seqs={global_num_seqs} but the ranks hold "
                              f"{counts[:, 1].sum().item():.0f} sequences with loss tokens")
         n_micro = self._max_micro_count(parts)
-        entropy_grad = _loss_needs_entropy_grad(cfg.loss)
+        entropy_grad = cfg.loss.needs_entropy_grad()
 
         self.engine.train()
         metrics = _Metrics()
@@ -282,9 +367,10 @@ class LearnerWorker:
                     ref = mb.ref_logprobs[:, 1:].to(self.device) if mb.ref_logprobs is not None else None
                     inputs = LossInputs(
                         logprobs=lp, old_logprobs=old, advantages=mb.advantages[:, 1:].to(self.device),
-                        mask=mask, entropy=ent, ref_logprobs=ref, global_num_tokens=g_tok,
-                        global_num_seqs=g_seq, generator=self.generator)
-                    loss, loss_metrics = _policy_loss(inputs, cfg.loss)
+                        mask=mask, entropy=ent, ref_logprobs=ref,
+                        rollout_logprobs=mb.rollout_logprobs[:, 1:].to(self.device),
+                        global_num_tokens=g_tok, global_num_seqs=g_seq, generator=self.generator)
+                    loss, loss_metrics = compute_policy_loss(inputs, cfg.loss)
                     self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
                     loss_metrics = dict(loss_metrics, loss=float(loss.detach()))
                     n = float(mask.sum())
@@ -362,7 +448,7 @@ class LearnerWorker:
         """Parameter count, global L2 norm and plain sum: cheap fingerprints for tests and logs."""
         module = self.engine.module
         with self._gathered(module.parameters()):
-            params = [p for _, p in weight_sync.unique_named_tensors(module.named_parameters())]
+            params = [p for _, p in weights.unique_named_tensors(module.named_parameters())]
             sq = sum(float(p.detach().float().pow(2).sum()) for p in params)
             return {"num_params": float(sum(p.numel() for p in params)), "param_norm": math.sqrt(sq),
                     "param_sum": sum(float(p.detach().double().sum()) for p in params)}
@@ -372,26 +458,26 @@ class LearnerWorker:
         module = self.engine.module
         with self._gathered(module.parameters()):
             return {n: p.detach().cpu().clone()
-                    for n, p in weight_sync.unique_named_tensors(module.named_parameters())}
+                    for n, p in weights.unique_named_tensors(module.named_parameters())}
 
     # ---- weight push -------------------------------------------------------------------------
-    def weight_plan(self) -> weight_sync.Plan:
+    def weight_plan(self) -> weights.Plan:
         if self._plan is None:
-            self._plan = weight_sync.bucket_plan(self.engine.module.named_parameters(),
-                                                 self.cfg.weight_sync.bucket_mb)
+            self._plan = weights.bucket_plan(self.engine.module.named_parameters(),
+                                             self.cfg.weight_sync.bucket_mb)
         return self._plan
 
     def init_weight_group(self, master_addr: str, master_port: int, world_size: int) -> None:
         """Rank 0 joins a separate broadcast group as its rank 0 (receivers are 1..world_size-1)."""
         if self.rank != 0:
             return
-        self._weight_pg = weight_sync.create_weight_group(
-            master_addr, master_port, 0, world_size, self.cfg.resolve_sync_backend(),
-            self.cfg.weight_sync.timeout_s)
+        self._sender = weights.CollectiveSender(master_addr, master_port, world_size,
+                                                self.cfg.resolve_sync_backend(),
+                                                self.cfg.weight_sync.timeout_s)
 
     def _bucket_tensors(self):
         """Yield (bucket, {name: full tensor}) in plan order (gathering per bucket under ZeRO-3)."""
-        params = dict(weight_sync.unique_named_tensors(self.engine.module.named_parameters()))
+        params = dict(weights.unique_named_tensors(self.engine.module.named_parameters()))
         for bucket in self.weight_plan():
             chosen = [params[name] for name, _, _ in bucket]
             with self._gathered(chosen):
@@ -403,16 +489,14 @@ class LearnerWorker:
             for _ in self._bucket_tensors() if self.cfg.zero_stage == 3 else ():
                 pass
             return {"bytes": 0, "seconds": 0.0, "buckets": 0}
-        if self._weight_pg is None:
+        if self._sender is None:
             raise RuntimeError("init_weight_group() first")
-        start, total, n = time.perf_counter(), 0, 0
-        for bucket, tensors in self._bucket_tensors():
-            flat = weight_sync.pack_bucket(bucket, tensors).contiguous()
-            weight_sync.broadcast_flat(self._weight_pg, flat)
-            total, n = total + flat.numel() * flat.element_size(), n + 1
+        start = time.perf_counter()
+        # Each flat is packed while its bucket is gathered (the generator is inside the gather).
+        total = self._sender.send(weights.pack_bucket(b, t) for b, t in self._bucket_tensors())
         if self.on_gpu:
             torch.cuda.synchronize()
-        return {"bytes": total, "seconds": time.perf_counter() - start, "buckets": n}
+        return {"bytes": total, "seconds": time.perf_counter() - start, "buckets": len(self.weight_plan())}
 
     def export_weights_refs(self) -> dict:
         """Object-store push: {"plan", "refs" (one ray.put per bucket), "bytes", "seconds", "buckets"}."""
@@ -421,7 +505,7 @@ class LearnerWorker:
         start, total, refs = time.perf_counter(), 0, []
         for bucket, tensors in self._bucket_tensors():
             if self.rank == 0:
-                flat = weight_sync.pack_bucket(bucket, tensors).cpu().contiguous()
+                flat = weights.pack_bucket(bucket, tensors).cpu()
                 total += flat.numel() * flat.element_size()
                 refs.append(ray.put(flat))
         if self.rank != 0:
@@ -449,6 +533,9 @@ class LearnerActor:
 
         return ray.util.get_node_ip_address(), free_port()
 
+    def threads(self) -> int:
+        return torch.get_num_threads()
+
     def setup(self, master_addr: str, master_port: int) -> None:
         cfg, model_path, rank, world_size, seed = self._args
         self.worker = LearnerWorker(cfg, model_path, rank, world_size, master_addr, master_port, seed)
@@ -458,6 +545,9 @@ class LearnerActor:
 
     def compute_logprobs(self, batch: TrainBatch) -> torch.Tensor:
         return self.worker.compute_logprobs(batch)
+
+    def set_loss(self, loss: PolicyLossConfig) -> None:
+        self.worker.set_loss(loss)
 
     def save_checkpoint(self, directory: str, tag: str) -> None:
         self.worker.save_checkpoint(directory, tag)
@@ -474,7 +564,7 @@ class LearnerActor:
     def named_parameters_cpu(self) -> dict[str, torch.Tensor]:
         return self.worker.named_parameters_cpu()
 
-    def weight_plan(self) -> weight_sync.Plan:
+    def weight_plan(self) -> weights.Plan:
         return self.worker.weight_plan()
 
     def init_weight_group(self, master_addr: str, master_port: int, world_size: int) -> None:

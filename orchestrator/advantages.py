@@ -3,6 +3,7 @@
 Input: rewards [num_groups, G], one row per prompt, one column per sampled response. Output has the
 same shape: one scalar advantage per response, which the learner broadcasts over its tokens. This
 module knows nothing about tokens, masks or filtering (see `orchestrator.sampling`).
+Every estimator needs G >= 2 and raises otherwise (verl returns A = R there; see `_need_group_of_two`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
 
 
 def _need_group_of_two(name: str, rewards: torch.Tensor) -> None:
+    """Every estimator here is group-relative, so all of them refuse a group of one.
+
+    verl instead returns A = R for a one-sample group (its GRPO and Dr.GRPO take mean 0 and std 1 for
+    a lone sample, its RLOO leaves the score as it is), which silently turns the run into baseline-free
+    REINFORCE: with 0/1 rewards only correct answers are pushed up and nothing is ever pushed down. We raise instead, for all three alike
+    (config rule `advantage_needs_a_group` says so before Ray starts).
+    """
     if rewards.shape[-1] < 2:
         raise ValueError(
             f"{name} needs at least 2 responses per prompt (got group size {rewards.shape[-1]}): "
@@ -45,6 +53,7 @@ def grpo(rewards: torch.Tensor) -> torch.Tensor:
 @register_advantage("drgrpo")
 def drgrpo(rewards: torch.Tensor) -> torch.Tensor:
     """Dr.GRPO drops the std: dividing by it up-weights near-uniform groups (Liu et al. 2025)."""
+    _need_group_of_two("drgrpo", rewards)
     return rewards - rewards.mean(-1, keepdim=True)
 
 

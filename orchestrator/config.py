@@ -7,7 +7,7 @@ combinations). Validation never derives values: `resolve_*` helpers do that, vis
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -16,6 +16,7 @@ from actors.config import RolloutConfig
 from learner.config import LearnerConfig
 from orchestrator.curriculum import CurriculumConfig
 from orchestrator.data import ArithmeticData, DataConfig
+from orchestrator.entropy_control import EntropyControlConfig, actuator_problem
 from rewards.config import RewardConfig
 
 
@@ -39,6 +40,22 @@ class TrainerConfig(_Section):
     max_restarts: int = Field(2, ge=0, description=(
         "Learner-group restarts after a rank dies: tear the group down, start it again, load the last "
         "checkpoint, re-sync the engines and continue. 0 = a dead rank ends the run."))
+    mode: Literal["sync", "async"] = Field("sync", description=(
+        "'sync': generate, verify, train, push in turn (one role works at a time). 'async': the rollout "
+        "actors keep generating buffered requests while the learner trains; weights are pushed after "
+        "every learner step without waiting for the engines (they load between requests)."))
+    max_staleness: int = Field(1, ge=0, description=(
+        "Async mode: requests kept in flight while the learner trains, which bounds how many versions "
+        "behind the learner a trained sample can be; a group older than this is handled by stale_groups. "
+        "0 behaves like sync mode."))
+    stale_groups: Literal["drop", "keep"] = Field("drop", description=(
+        "Async mode: a group more than max_staleness versions behind the learner is dropped (counted in "
+        "staleness/dropped_groups) or kept (correct it with the loss's truncated importance sampling)."))
+    layout: Literal["auto", "colocated", "split"] = Field("auto", description=(
+        "How rollout and learner share the node's cores (orchestrator/layout.py): 'colocated' (sync only, "
+        "CPU only): they take turns and each phase computes with every core of the node; 'split': each "
+        "role computes on its own bundle's CPUs. 'auto': colocated for a sync CPU job on a private local "
+        "Ray, split otherwise."))
 
 
 class DynamicSamplingConfig(_Section):
@@ -59,6 +76,8 @@ class AlgorithmConfig(_Section):
     overlong: OverlongConfig = Field(default_factory=OverlongConfig, description="Overlong-response handling.")
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig,
                                          description="SENT semantic-entropy curriculum.")
+    entropy_control: EntropyControlConfig = Field(default_factory=EntropyControlConfig,
+                                                  description="Entropy set-point: a PI controller on one loss coefficient.")
 
 
 class ClusterConfig(_Section):
@@ -79,6 +98,17 @@ class EvalConfig(_Section):
     at_start: bool = Field(True, description="Evaluate the initial model (step 0) as the baseline.")
     num_prompts: int = Field(64, ge=1, description="Held-out prompts per evaluation (the first N of the eval split).")
     temperature: float = Field(0.0, ge=0, description="0 = greedy decoding, so pass@1 is the accuracy.")
+    pass_k: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list, description=(
+        "Also sample eval.samples_per_prompt answers per held-out prompt and log the unbiased "
+        "eval/pass@k (Chen et al. 2021) for each k listed, beside the greedy eval/accuracy: entropy "
+        "collapse shows as pass@k falling while greedy pass@1 rises. Empty = greedy only (the "
+        "sampling costs samples_per_prompt x num_prompts generations per evaluation)."))
+    samples_per_prompt: int = Field(8, ge=1, description=(
+        "n of the pass@k estimator: samples per held-out prompt; must be >= max(pass_k). More than "
+        "max(pass_k) lowers the estimator's variance."))
+    sample_temperature: Optional[float] = Field(None, gt=0, description=(
+        "Temperature of the pass@k samples; null = rollout.temperature, the training temperature "
+        "(the trainer resolves it with orchestrator.evaluation.resolve_sample_temperature)."))
 
 
 class CheckpointConfig(_Section):
@@ -112,18 +142,13 @@ class LoggingConfig(_Section):
 
 
 def advantage_needs_a_group(cfg: "JobConfig") -> Optional[str]:
-    """GRPO and RLOO normalise within a prompt's group: one sample has no baseline."""
+    """Every estimator (GRPO, Dr.GRPO, RLOO) takes its baseline from the prompt's group: one sample
+    has none. verl returns A = R there (baseline-free REINFORCE); we refuse, for all three alike (see
+    orchestrator.advantages). This also covers dynamic sampling, which never keeps a group of one."""
     g = cfg.rollout.samples_per_prompt
-    if g < 2 and cfg.algorithm.advantage in ("grpo", "rloo"):
+    if g < 2:
         return (f"rollout.samples_per_prompt={g}: algorithm.advantage={cfg.algorithm.advantage!r} "
-                "normalises within a group and needs at least 2")
-    return None
-
-
-def dynamic_sampling_needs_a_group(cfg: "JobConfig") -> Optional[str]:
-    """Dynamic sampling keeps groups with unequal rewards: a group of one is never kept."""
-    if cfg.rollout.samples_per_prompt < 2 and cfg.algorithm.dynamic_sampling.enabled:
-        return "algorithm.dynamic_sampling.enabled needs rollout.samples_per_prompt >= 2"
+                "takes its baseline from the prompt's group and needs at least 2")
     return None
 
 
@@ -161,17 +186,9 @@ def overlong_buffer_within_response(cfg: "JobConfig") -> Optional[str]:
     return None
 
 
-def reference_kl_needs_ref_model(cfg: "JobConfig") -> Optional[str]:
-    """A KL term to the reference (ref_kl, or SENT's penalty='ref_kl') needs its log-probs."""
-    if _needs_reference(cfg.learner.loss) and not cfg.learner.ref_model:
-        return (f"learner.loss (type {cfg.learner.loss.type!r}) uses reference KL: "
-                "set learner.ref_model=true")
-    return None
-
-
 def scope_is_micro(cfg: "JobConfig") -> Optional[str]:
     """Selection scopes other than the micro-batch are not wired into the learner yet."""
-    scope = getattr(cfg.learner.loss, "scope", "micro")
+    scope = cfg.learner.loss.scope
     if scope != "micro":
         return (f"learner.loss.scope={scope!r}: only 'micro' (what all three "
                 "reference codes use) is implemented in the learner so far")
@@ -185,6 +202,19 @@ def nccl_push_needs_gpu_rollout(cfg: "JobConfig") -> Optional[str]:
     return None
 
 
+def colocated_layout_is_sync_on_cpu(cfg: "JobConfig") -> Optional[str]:
+    """Colocated roles take turns; on GPUs that would need vLLM sleep/wake, which is not built."""
+    t = cfg.trainer
+    if t.layout != "colocated":
+        return None
+    if t.mode != "sync":
+        return "trainer.layout='colocated' needs trainer.mode='sync': async roles work at the same time"
+    if cfg.rollout.gpus_per_actor or cfg.learner.gpus_per_rank:
+        return ("trainer.layout='colocated' is CPU-only: GPU colocation (vLLM sleep/wake) is not built; "
+                "use trainer.layout='split'")
+    return None
+
+
 def eval_fits_the_eval_split(cfg: "JobConfig") -> Optional[str]:
     """The trainer evaluates on the first eval.num_prompts held-out rows: asking for more than the
     generator holds out would silently evaluate fewer (file sources are counted only when loaded)."""
@@ -194,17 +224,36 @@ def eval_fits_the_eval_split(cfg: "JobConfig") -> Optional[str]:
     return None
 
 
+def eval_samples_cover_pass_k(cfg: "JobConfig") -> Optional[str]:
+    """The unbiased pass@k estimator draws k of the n samples of a prompt: it needs n >= k."""
+    e = cfg.eval
+    if e.pass_k and e.samples_per_prompt < max(e.pass_k):
+        return (f"eval.samples_per_prompt={e.samples_per_prompt} is fewer than the largest k of "
+                f"eval.pass_k={e.pass_k}: pass@k needs at least k samples per prompt")
+    return None
+
+
+def entropy_actuator_on_the_loss(cfg: "JobConfig") -> Optional[str]:
+    """The entropy controller moves a coefficient of the configured loss: it must have it."""
+    ec = cfg.algorithm.entropy_control
+    problem = actuator_problem(cfg.learner.loss, ec.actuator) if ec.enabled else None
+    if problem:
+        return f"algorithm.entropy_control.actuator={ec.actuator!r} {problem}"
+    return None
+
+
 COMBINATION_RULES: tuple[Callable[["JobConfig"], Optional[str]], ...] = (
     advantage_needs_a_group,
-    dynamic_sampling_needs_a_group,
     gpus_match_tensor_parallel,
     tensor_parallel_needs_gpus,
     response_fits_model_len,
     overlong_buffer_within_response,
-    reference_kl_needs_ref_model,
     scope_is_micro,
     nccl_push_needs_gpu_rollout,
     eval_fits_the_eval_split,
+    colocated_layout_is_sync_on_cpu,
+    eval_samples_cover_pass_k,
+    entropy_actuator_on_the_loss,
 )
 
 
@@ -229,13 +278,6 @@ class JobConfig(_Section):
         if problems:
             raise ValueError("; ".join(problems))
         return self
-
-
-def _needs_reference(loss: Any) -> bool:
-    ref = getattr(loss, "ref_kl", None)
-    if ref is not None and getattr(ref, "coef", 0) > 0:
-        return True
-    return getattr(loss, "penalty", None) == "ref_kl"
 
 
 def _set_path(tree: dict, dotted: str, value: Any) -> None:
@@ -269,6 +311,21 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _fill_types(tree: dict, defaults: BaseModel) -> dict:
+    """Give each tagged-union section of `tree` (`data`, `learner.loss`) that names no `type` the type
+    of its default in `defaults`, in place, so that `learner.loss.eps_high=0.3` alone sets a field of
+    the default loss. Looks inside plain sections only: no tagged union holds another. Returns `tree`."""
+    for name, field in type(defaults).model_fields.items():
+        section, default, tag = tree.get(name), getattr(defaults, name), field.discriminator
+        if not isinstance(section, dict) or not isinstance(default, BaseModel):
+            continue
+        if tag is not None:
+            section.setdefault(tag, getattr(default, tag))
+        else:
+            _fill_types(section, default)
+    return tree
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
@@ -292,9 +349,9 @@ def _read_recipe(p: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(tree, dict):
         raise ConfigError(f"recipe {p} must be a mapping of sections, got {type(tree).__name__}")
     base = tree.pop("base", None)
-    if base is None:
-        return tree
-    return _merge(_read_recipe(p.parent / str(base), seen + (p.resolve(),)), tree)
+    if base is not None:  # a typeless section here inherits the base's type, through _merge
+        tree = _merge(_read_recipe(p.parent / str(base), seen + (p.resolve(),)), tree)
+    return _fill_types(tree, JobConfig.model_construct())
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> JobConfig:
@@ -303,6 +360,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     tree = _read_recipe(Path(path)) if path is not None else {}
     for key, value in parse_overrides(list(overrides or [])):
         _set_path(tree, key, value)
+    _fill_types(tree, JobConfig.model_construct())
     try:
         return JobConfig.model_validate(tree)
     except ValidationError as e:

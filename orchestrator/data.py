@@ -85,6 +85,8 @@ class ArithmeticData(_DataBase):
     Instruct with bench/calibrate_task.py: 17% mean per-sample accuracy, 64% pass@8 at T=1 (64
     prompts x 8), i.e. hard enough to improve on, easy enough that most groups carry a signal.
     Single-digit operands are too easy for pass@8 (~87%), full two-digit ones too hard (~9% acc).
+    ``max_operands`` mixes expression lengths in one task; recipes/headroom.yaml uses it for a task
+    with more room to improve (its measured numbers are in that recipe).
 
     Held-out split: a fixed ``eval_fraction`` of the problem space (chosen by a hash of each
     problem, seeded by ``split_seed``, not by ``seed``) is eval-only; training never draws from it,
@@ -106,7 +108,14 @@ class ArithmeticData(_DataBase):
         default=19, ge=0, description="Optional cap on every operand (finer than digits: e.g. "
         "min_digits=1, max_digits=2, max_value=19 draws 0-9 or 10-19)."
     )
-    num_operands: int = Field(default=2, ge=2, le=6, description="Operands per expression.")
+    num_operands: int = Field(default=2, ge=2, le=6, description="Operands per expression (the "
+                              "fewest, when max_operands is set).")
+    max_operands: int | None = Field(
+        default=None, ge=2, le=6, description="If set, each problem draws its operand count "
+        "uniformly from num_operands..max_operands: one task mixing short (solvable, so groups carry "
+        "a signal from the start) and longer multi-step expressions (headroom). null = always "
+        "num_operands."
+    )
     allow_negative: bool = Field(
         default=False, description="Allow negative answers; if false such expressions are redrawn."
     )
@@ -134,6 +143,8 @@ class ArithmeticData(_DataBase):
                              f"{self.max_digits}-digit number")
         if "{expr}" not in self.question_template:
             raise ValueError("question_template must contain '{expr}'")
+        if self.max_operands is not None and self.max_operands < self.num_operands:
+            raise ValueError(f"max_operands ({self.max_operands}) < num_operands ({self.num_operands})")
         return self
 
     @model_validator(mode="after")
@@ -642,16 +653,22 @@ def problem_space(cfg: ArithmeticData) -> ProblemSpace | None:
     values = [v for d in range(cfg.min_digits, cfg.max_digits + 1)
               for v in range(_lowest(d), _highest(d, cfg) + 1)]
     ops = sorted(set(cfg.operations))
-    k = cfg.num_operands
-    if len(values) ** k * len(ops) ** (k - 1) > ENUMERATION_LIMIT:
+    counts = _operand_counts(cfg)
+    if sum(len(values) ** k * len(ops) ** (k - 1) for k in counts) > ENUMERATION_LIMIT:
         return None
     total = held = 0
-    for operands in itertools.product(values, repeat=k):
-        for op_seq in itertools.product(ops, repeat=k - 1):
-            if cfg.allow_negative or _evaluate(operands, op_seq) >= 0:
-                total += 1
-                held += _is_held_out(_problem_key(operands, op_seq), cfg)
+    for k in counts:
+        for operands in itertools.product(values, repeat=k):
+            for op_seq in itertools.product(ops, repeat=k - 1):
+                if cfg.allow_negative or _evaluate(operands, op_seq) >= 0:
+                    total += 1
+                    held += _is_held_out(_problem_key(operands, op_seq), cfg)
     return ProblemSpace(total=total, held_out=held)
+
+
+def _operand_counts(cfg: ArithmeticData) -> range:
+    """The operand counts a problem can have: num_operands, or num_operands..max_operands."""
+    return range(cfg.num_operands, (cfg.max_operands or cfg.num_operands) + 1)
 
 
 def _split_problem(cfg: ArithmeticData, space: ProblemSpace | None, num_eval: int) -> str | None:
@@ -682,12 +699,15 @@ def generate_arithmetic(cfg: ArithmeticData, split: str, n: int) -> list[PromptR
     if problem:
         raise DataError(problem)
     rng = random.Random(f"arithmetic:{cfg.seed}:{split}")
+    counts = _operand_counts(cfg)
     rows: list[PromptRow] = []
     drawn: set[str] = set()
     for i in range(n):
         for _ in range(MAX_TRIES):
-            operands = [_operand(rng, cfg) for _ in range(cfg.num_operands)]
-            ops = [rng.choice(cfg.operations) for _ in range(cfg.num_operands - 1)]
+            # the count is drawn only when it varies, so tasks without max_operands keep their draws
+            k = counts[0] if len(counts) == 1 else rng.randint(counts[0], counts[-1])
+            operands = [_operand(rng, cfg) for _ in range(k)]
+            ops = [rng.choice(cfg.operations) for _ in range(k - 1)]
             value = _evaluate(operands, ops)
             expr = " ".join([str(operands[0])] + [f"{op} {x}" for op, x in zip(ops, operands[1:])])
             if ((cfg.allow_negative or value >= 0)

@@ -97,7 +97,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def plot_run(metrics_path: Path, out_png: Path, title: str = "") -> Path | None:
-    """Reward, held-out accuracy, entropy and length against step, one panel each."""
+    """Reward, held-out accuracy, entropy and length against step, one panel each, and the fraction of
+    wall time each role is busy (one panel, a line per role) when the run logged `role/*_busy_frac`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,13 +106,25 @@ def plot_run(metrics_path: Path, out_png: Path, title: str = "") -> Path | None:
 
     rows = read_metrics(metrics_path)
     panels = [(k, label) for k, label in PLOTTED if any(k in r for r in rows)]
-    if not panels:
+    roles = [(f"role/{role}_busy_frac", role) for role in ("rollout", "learner", "verifier")
+             if any(f"role/{role}_busy_frac" in r for r in rows)]
+    n = len(panels) + (1 if roles else 0)
+    if not n:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels):
         pts = [(r["step"], r[key]) for r in rows if key in r]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 30 else None)
         ax.set_title(label)
+    if roles:
+        ax = axes[0][-1]
+        for key, label in roles:
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 30 else None, label=label)
+        ax.set_title("role utilisation (busy fraction)")
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=8)
+    for ax in axes[0]:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     if title:

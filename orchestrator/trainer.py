@@ -1,12 +1,15 @@
-"""The synchronous training loop: generate -> verify -> advantages -> train -> push weights.
+"""The training loop: generate -> verify -> advantages -> train -> push weights, sync or async.
 
-`Trainer.step` reads like the algorithm; each phase is one named, timed call. Setup (Ray, model,
-data, the three roles) and bookkeeping (evaluation, checkpoints, metrics, plots) live around it.
-The orchestrator owns no model: it moves token ids, rewards and weight versions between roles.
+`Trainer.step` (sync: one role works at a time) and `Trainer.step_async` (rollout keeps generating
+into a bounded buffer while the learner trains) read like the algorithm; each phase is one named,
+timed call. One record, the `Episode`, carries a sample through every phase. Setup (Ray, model, data,
+the three roles) and bookkeeping (evaluation, checkpoints, metrics, plots) live around them. The
+orchestrator owns no model: it moves token ids, rewards and weight versions between roles.
 
-Faults it handles: a dead rollout actor (Ray restarts it; the weights are re-sent), a dead learner
-rank (the group is restarted from the last checkpoint, up to `trainer.max_restarts` times), and
-SIGTERM (`ray job stop`, spot reclaim: finish the current phase, checkpoint, return `stopped`).
+Faults it handles: a dead rollout actor (Ray restarts it; the weights are re-sent and its requests
+submitted again), a dead learner rank (the group is restarted from the last checkpoint, up to
+`trainer.max_restarts` times), and SIGTERM (`ray job stop`, spot reclaim: finish the current phase,
+checkpoint, return `stopped`).
 """
 from __future__ import annotations
 
@@ -19,12 +22,14 @@ import random
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 
+from common.episode import Group, group_by_prompt
 from orchestrator import checkpoint as ckpt
 from orchestrator.config import JobConfig, dump_config
 from orchestrator.storage import RunStorage
@@ -43,6 +48,19 @@ class PhaseTimer:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+@dataclass
+class Collected:
+    """What one step's collection produced besides the groups it keeps: everything generated (for the
+    rollout metrics, dropped groups included) and how long the rollout role was busy for it."""
+
+    seen: list[Group] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0  # wall time of the requests (slowest actor each)
+    busy_seconds: float = 0.0  # generation seconds summed over actors
+    stale_dropped: int = 0  # groups older than trainer.max_staleness (async mode, stale_groups='drop')
+    in_flight: int = 0  # requests in the buffer when training started (async mode)
 
 
 def ray_init_args(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, Any]:
@@ -90,7 +108,6 @@ class Trainer:
         self.run_dir = self.storage.local
         self.resume = resume
         self.step_idx = 0
-        self.version = 0
         self.eval_history: list[tuple[float, float]] = []  # (entropy, held-out accuracy)
         self.last_entropy = float("nan")
         self.learner_restarts = 0
@@ -98,6 +115,15 @@ class Trainer:
         self.stop_reason: str | None = None
         self.last_checkpoint: Path | None = None
         self.bar = None  # progress bar while run() is going
+        self.queue = None  # async mode: the requests in flight (orchestrator.rollout_queue)
+        self.controller = None  # algorithm.entropy_control: the PI controller of one loss coefficient
+        self.pending_push = None  # async mode: the last weight push, sent but not yet confirmed
+        self.last_push_metrics: dict[str, float] = {}  # async mode: of the last confirmed push
+
+    @property
+    def version(self) -> int:
+        """The learner's policy version: owned by the WeightPusher (it bumps it with every push)."""
+        return self.pusher.version
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -105,8 +131,10 @@ class Trainer:
 
         from actors.rollout import RolloutGroup
         from orchestrator.data import PromptStream, load_data
+        from orchestrator.layout import resolve_layout
         from orchestrator.metrics import MetricsSink
         from orchestrator.models import check_model_reachable, resolve_model
+        from orchestrator.rollout_queue import RolloutQueue
         from orchestrator.weights import WeightPusher
         from rewards.pool import VerifierPool
 
@@ -136,13 +164,26 @@ class Trainer:
                                    wandb_mode=cfg.logging.wandb_mode, config=cfg.model_dump(mode="json"))
 
         connect_ray(cfg)
-        log.info("starting %d verifier(s), %d rollout actor(s), %d learner rank(s)",
-                 cfg.reward.num_workers, cfg.rollout.num_actors, cfg.learner.num_ranks)
+        self.layout = resolve_layout(cfg.trainer.layout, cfg.trainer.mode,
+                                     on_gpu=bool(cfg.rollout.gpus_per_actor or cfg.learner.gpus_per_rank),
+                                     joins_cluster=bool(cfg.cluster.address or os.environ.get("RAY_ADDRESS")),
+                                     node_cpus=os.cpu_count() or 1)
+        log.info("mode %s, layout %s (threads: rollout %s, learner %s); starting %d verifier(s), %d rollout "
+                 "actor(s), %d learner rank(s)", cfg.trainer.mode, self.layout.name, self.layout.rollout_threads
+                 or "bundle", self.layout.learner_threads or "bundle", cfg.reward.num_workers,
+                 cfg.rollout.num_actors, cfg.learner.num_ranks)
         self.pool = VerifierPool(cfg.reward)
-        self.rollout = RolloutGroup(cfg.rollout, self.model_path)
+        self.rollout = RolloutGroup(cfg.rollout, self.model_path, threads=self.layout.rollout_threads)
         self._start_learner()
         self.pusher = WeightPusher(self.learner, self.rollout, cfg.learner.weight_sync,
                                    cfg.learner.resolve_sync_backend())
+        if cfg.trainer.mode == "async":
+            self.queue = RolloutQueue(self._draw, self._submit)
+        ec = cfg.algorithm.entropy_control
+        if ec.enabled:
+            from orchestrator.entropy_control import EntropyController, actuator_value
+
+            self.controller = EntropyController(ec, initial=actuator_value(cfg.learner.loss, ec.actuator))
         if self.resume and not self._restore():
             log.warning("--resume: no checkpoint under %s; starting from scratch", self.storage.location)
         if cfg.algorithm.curriculum.enabled and (self.step_idx == 0 or not self.resume):
@@ -154,10 +195,11 @@ class Trainer:
         from learner.group import LearnerGroup
         from orchestrator.placement import bundle_nodes, driver_node
 
-        self.learner = LearnerGroup(self.cfg.learner, self.model_path, seed=self.cfg.trainer.seed)
+        self.learner = LearnerGroup(self.cfg.learner, self.model_path, seed=self.cfg.trainer.seed,
+                                    threads=self.layout.learner_threads)
         self.learner_nodes = bundle_nodes(self.learner.placement_group)
         self.placement = {"driver": driver_node(), "rollout": bundle_nodes(self.rollout.pg),
-                          "learner": self.learner_nodes}
+                          "learner": self.learner_nodes, "layout": self.layout.name}
         (self.run_dir / "placement.json").write_text(json.dumps(self.placement, indent=1))
         log.info("placement (node ids): driver %s, rollout %s, learner %s", self.placement["driver"][:8],
                  [n[:8] for n in self.placement["rollout"]], [n[:8] for n in self.learner_nodes])
@@ -172,29 +214,44 @@ class Trainer:
 
         def sample_answers(batch):
             out = self.generate(batch, seed=777 + self.step_idx, n=cc.samples, temperature=cc.temperature)
-            scores = self.verify(batch, out["generations"], f"se{self.step_idx}")
-            answers: list[list] = [[] for _ in batch]
-            for g, s in zip(out["generations"], scores):
-                answers[g.prompt_index].append(s.extracted)
-            return answers
+            self.verify(batch, out["groups"], f"se{self.step_idx}")
+            return [[ep.extracted for ep in group] for group in out["groups"]]
 
         order, se = estimate_order(rows, sample_answers, answers_equivalent, cc.num_stages)
         self.stream.set_order(order)
+        if self.queue is not None:
+            # Requests in flight were drawn in the old order: regenerate from the new one.
+            self._rewind_queue()
         vals = list(se.values())
         return {"curriculum/se_mean": sum(vals) / len(vals), "curriculum/prompts": float(len(vals))}
 
     # ---- checkpoints and faults --------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        """Everything besides the learner that a checkpoint holds (JSON-safe)."""
-        return {"step": self.step_idx, "version": self.version, "data": self.stream.state_dict(),
-                "rng": ckpt.capture_rng(), "eval_history": [list(x) for x in self.eval_history]}
+        """Everything besides the learner that a checkpoint holds (JSON-safe). In async mode the data
+        position is that of the oldest request not yet trained on: a resume draws it again."""
+        data, request = self.stream.state_dict(), 0
+        if self.queue is not None:
+            point = self.queue.resume_point()
+            data, request = point if point is not None else (data, self.queue.next_index)
+        state = {"step": self.step_idx, "version": self.version, "data": data, "request": request,
+                 "rng": ckpt.capture_rng(), "eval_history": [list(x) for x in self.eval_history]}
+        if self.controller is not None:
+            state["entropy_control"] = self.controller.state_dict()
+        return state
 
     def _load_state(self, state: dict[str, Any]) -> None:
+        """The loop's part of a checkpoint (the caller brings the learner and the engines to it)."""
         self.stream.load_state_dict(state["data"])
         ckpt.restore_rng(state["rng"])
         self.step_idx = state["step"]
-        self.version = state["version"]
         self.eval_history = [tuple(x) for x in state.get("eval_history", [])]
+        if self.controller is not None and "entropy_control" in state:
+            self.controller.load_state_dict(state["entropy_control"])
+            self._apply_controller()  # a (re)started learner holds the recipe's coefficient
+        if self.queue is not None:
+            self.queue.clear()  # their prompts are drawn again from the restored stream position
+            self.queue.next_index = int(state.get("request", 0))
+            self.pending_push = None
 
     def _restore(self) -> bool:
         """Load the last checkpoint into the learner and the loop, and bring the engines to its
@@ -208,7 +265,7 @@ class Trainer:
         load_on_nodes(self.learner.actors, self.learner_nodes, last / "learner",
                       lambda actor, d: actor.load_checkpoint.remote(d, "learner"))
         self._load_state(state)
-        self.pusher.push(state["version"])  # the engines hold other weights: bring them to the checkpoint's
+        self.pusher.restore(state["version"])  # the engines hold other weights: bring them to the checkpoint's
         log.info("resumed from %s (step %d)", last, self.step_idx)
         return True
 
@@ -273,7 +330,14 @@ class Trainer:
         self.pusher.rebind_learner(self.learner)  # the old weight group died with the old rank 0
         if not self._restore():
             self._load_state(self.initial_state)
-            self.pusher.push(self.version)
+            self.pusher.restore(self.initial_state["version"])
+
+    def _recover_rollout(self, err: Exception) -> None:
+        """Ray restarts a dead rollout actor with the initial weights: bring it to the current version
+        (later requests then run on it; nothing generated by the failed attempt is kept)."""
+        log.warning("rollout actor died (%s); restoring weights v%d", type(err).__name__, self.version)
+        self.pending_push = None  # the recovery loads the current version everywhere
+        self.pusher.recover()
 
     def request_stop(self, reason: str) -> None:
         """Finish the current phase, checkpoint, and return from run() with `stopped` set."""
@@ -295,152 +359,307 @@ class Trainer:
             out.append(list(ids))
         return out
 
+    def _groups(self, rows, out: dict) -> dict:
+        """A collected request with its Episodes split into one Group per row, stamped with row ids."""
+        return dict(out, groups=group_by_prompt(out.pop("episodes"), [r.uid for r in rows]))
+
     def generate(self, rows, seed: int, n: int | None = None, temperature: float | None = None) -> dict:
+        """Generate for `rows` and wait: {"groups" (one per row), "seconds", "busy_seconds", "tokens"}."""
         import ray
 
         ids = self._prompt_ids(rows)
         try:
-            return self.rollout.generate(ids, seed=seed, n=n, temperature=temperature)
+            out = self.rollout.generate(ids, seed=seed, n=n, temperature=temperature)
         except ray.exceptions.RayActorError as e:
-            # Ray restarts a dead rollout actor with the initial weights: bring it to the current
-            # version, then retry the batch once (nothing was kept from the failed attempt).
-            log.warning("rollout actor died (%s); restoring weights v%d and retrying", type(e).__name__,
-                        self.version)
-            self.pusher.recover()
-            return self.rollout.generate(ids, seed=seed, n=n, temperature=temperature)
+            self._recover_rollout(e)
+            if self.queue is not None:
+                self.queue.resubmit()
+            out = self.rollout.generate(ids, seed=seed, n=n, temperature=temperature)  # retried once
+        return self._groups(rows, out)
 
-    def verify(self, rows, gens, tag: str):
+    def verify(self, rows, groups: list[Group], tag: str) -> None:
+        """Score every Episode (in place: reward, correct, extracted, verdict)."""
         from rewards.types import Sample
 
-        samples = [Sample(uid=f"{tag}/{g.prompt_index}/{g.sample_index}", prompt=rows[g.prompt_index].messages[-1]
-                          ["content"], response=g.text, answer=rows[g.prompt_index].answer,
-                          task=rows[g.prompt_index].task, finish_reason=g.finish_reason)
-                   for g in gens]
-        return self.pool.score(samples)
+        episodes = [ep for g in groups for ep in g]
+        samples = []
+        for row, group in zip(rows, groups):
+            for ep in group:
+                samples.append(Sample(uid=f"{tag}/{ep.uid}", prompt=row.messages[-1]["content"],
+                                      response=ep.text, answer=row.answer, task=row.task,
+                                      finish_reason=ep.finish_reason))
+        for ep, score in zip(episodes, self.pool.score(samples)):
+            ep.reward, ep.correct, ep.extracted, ep.verdict = score.reward, score.correct, score.extracted, \
+                score.reason
 
-    def advantages(self, groups) -> tuple[torch.Tensor, torch.Tensor]:
-        """groups: list of (row, gens, scores) with G samples each -> (rewards [P,G], advantages [P,G])."""
+    def advantages(self, groups: list[Group]) -> torch.Tensor:
+        """Write each Episode's advantage (from its group's rewards, shaped by the overlong penalty
+        when that is on); returns the shaped rewards [P, G]."""
         from orchestrator.advantages import compute_advantages
         from orchestrator.sampling import overlong_penalty
 
-        rewards = torch.tensor([[s.reward for s in scores] for _, _, scores in groups], dtype=torch.float32)
+        rewards = torch.tensor([[ep.reward for ep in g] for g in groups], dtype=torch.float32)
         ol = self.cfg.algorithm.overlong
         if ol.mode == "penalty":
-            lengths = torch.tensor([[len(g.response_ids) for g in gens] for _, gens, _ in groups])
+            lengths = torch.tensor([[len(ep.response_ids) for ep in g] for g in groups])
             rewards = rewards + overlong_penalty(lengths, self.cfg.rollout.max_new_tokens, ol.buffer)
-        return rewards, compute_advantages(self.cfg.algorithm.advantage, rewards)
+        adv = compute_advantages(self.cfg.algorithm.advantage, rewards)
+        for p, group in enumerate(groups):
+            for i, ep in enumerate(group):
+                ep.advantage = float(adv[p, i])
+        return rewards
 
-    def collect(self, timer: PhaseTimer) -> tuple[list, dict]:
-        """Draw prompts, generate G samples each and score them; with dynamic sampling keep only
-        groups whose rewards differ and refill from up to `max_extra_rounds` more draws."""
+    def _keep(self, groups: list[Group]) -> list[Group]:
+        """Dynamic sampling (DAPO): keep groups whose rewards differ."""
         from orchestrator.sampling import keep_mask_nonzero_variance
 
-        cfg = self.cfg
-        want = cfg.trainer.prompts_per_step
-        ds = cfg.algorithm.dynamic_sampling
-        rounds = 1 + (ds.max_extra_rounds if ds.enabled else 0)
-        kept, info = [], {"gen_tokens": 0, "gen_seconds": 0.0, "groups_seen": 0, "all_groups": []}
-        for r in range(rounds):
+        if not self.cfg.algorithm.dynamic_sampling.enabled:
+            return groups
+        keep = keep_mask_nonzero_variance(torch.tensor([[ep.reward for ep in g] for g in groups])).tolist()
+        return [g for g, k in zip(groups, keep) if k]
+
+    def _rounds(self) -> int:
+        ds = self.cfg.algorithm.dynamic_sampling
+        return 1 + (ds.max_extra_rounds if ds.enabled else 0)
+
+    def collect(self, timer: PhaseTimer) -> tuple[list[Group], Collected]:
+        """Draw prompts, generate G samples each and score them; with dynamic sampling keep only
+        groups whose rewards differ and refill from up to `max_extra_rounds` more draws."""
+        want = self.cfg.trainer.prompts_per_step
+        kept: list[Group] = []
+        got = Collected()
+        for r in range(self._rounds()):
             rows = self.stream.next_batch()
-            seed = cfg.trainer.seed * 1_000_003 + self.step_idx * 101 + r
+            seed = self.cfg.trainer.seed * 1_000_003 + self.step_idx * 101 + r
             with timer("generate"):
                 out = self.generate(rows, seed)
-            info["gen_tokens"] += out["tokens"]
-            info["gen_seconds"] += out["seconds"]
             with timer("verify"):
-                scores = self.verify(rows, out["generations"], f"s{self.step_idx}r{r}")
-            by_prompt: list[tuple] = [(row, [], []) for row in rows]
-            for g, s in zip(out["generations"], scores):
-                by_prompt[g.prompt_index][1].append(g)
-                by_prompt[g.prompt_index][2].append(s)
-            info["groups_seen"] += len(by_prompt)
-            info["all_groups"].extend(by_prompt)
-            if ds.enabled:
-                rew = torch.tensor([[s.reward for s in sc] for _, _, sc in by_prompt])
-                keep = keep_mask_nonzero_variance(rew).tolist()
-                kept.extend(grp for grp, k in zip(by_prompt, keep) if k)
-            else:
-                kept.extend(by_prompt)
+                self.verify(rows, out["groups"], f"s{self.step_idx}r{r}")
+            self._account(got, out)
+            kept.extend(self._keep(out["groups"]))
             if len(kept) >= want or self.stop_reason:
                 break
-        return kept[:want], info
+        return kept[:want], got
 
-    def train(self, groups, advantages: torch.Tensor) -> dict:
-        from orchestrator.batching import TrainItem, pack_batch
+    @staticmethod
+    def _account(got: Collected, out: dict) -> None:
+        got.seen.extend(out["groups"])
+        got.tokens += out["tokens"]
+        got.seconds += out["seconds"]
+        got.busy_seconds += out["busy_seconds"]
 
-        mask_overlong = self.cfg.algorithm.overlong.mode == "mask"
-        items = [TrainItem(g.prompt_ids, g.response_ids, g.logprobs, float(advantages[p, i]),
-                           train=not (mask_overlong and g.truncated))
-                 for p, (_, gens, _) in enumerate(groups) for i, g in enumerate(gens)]
+    # ---- async mode: the request buffer ------------------------------------------------------
+    def _draw(self) -> tuple[list, dict]:
+        state = self.stream.state_dict()
+        return self.stream.next_batch(), state
+
+    def _submit(self, request):
+        seed = self.cfg.trainer.seed * 1_000_003 + 500_009 + request.index * 101
+        return self.rollout.submit(self._prompt_ids(request.rows), seed=seed)
+
+    def _rewind_queue(self) -> None:
+        """Drop the requests in flight and put the stream back where the oldest was drawn."""
+        point = self.queue.resume_point()
+        self.queue.clear()
+        if point is not None:
+            self.stream.load_state_dict(point[0])
+            self.queue.next_index = point[1]
+
+    def _take(self, timer: PhaseTimer):
+        """Wait for the oldest request in flight; after a rollout actor died, recover it and submit
+        every request in flight again. Returns (request, collected output with groups)."""
+        import ray
+
+        self.queue.fill(1)
+        request = self.queue.pop()
+        with timer("wait_rollout"):
+            try:
+                out = self.rollout.collect(request.handle)
+            except ray.exceptions.RayActorError as e:
+                self._recover_rollout(e)
+                self.queue.resubmit(first=request)
+                request = self.queue.pop()
+                out = self.rollout.collect(request.handle)
+        return request, self._groups(request.rows, out)
+
+    def collect_async(self, timer: PhaseTimer) -> tuple[list[Group], Collected]:
+        """Take generated requests from the buffer (oldest first), refill it to `max_staleness`
+        requests so generation goes on while this step verifies and trains, score, drop groups older
+        than `max_staleness` versions (unless stale_groups='keep'), and apply dynamic sampling."""
+        t = self.cfg.trainer
+        kept: list[Group] = []
+        got = Collected()
+        for r in range(self._rounds()):
+            request, out = self._take(timer)
+            self.queue.fill(t.max_staleness)
+            with timer("verify"):
+                self.verify(request.rows, out["groups"], f"a{request.index}")
+            self._account(got, out)
+            groups = out["groups"]
+            if t.stale_groups == "drop":
+                fresh = [g for g in groups if self.version - g[0].weight_version <= t.max_staleness]
+                got.stale_dropped += len(groups) - len(fresh)
+                groups = fresh
+            kept.extend(self._keep(groups))
+            if len(kept) >= self.cfg.trainer.prompts_per_step or self.stop_reason:
+                break
+        got.in_flight = len(self.queue)
+        return kept[: self.cfg.trainer.prompts_per_step], got
+
+    def _confirm_push(self, wait: bool) -> None:
+        """Confirm the last weight push (`wait`: block until it landed; it normally has, since each
+        engine loads it right after the request it was running). A load that failed because a rollout
+        actor died triggers that actor's recovery and a new submission of the requests in flight."""
+        import ray
+
+        push = self.pending_push
+        if push is None or not (wait or push.done()):
+            return
+        self.pending_push = None
+        try:
+            self.last_push_metrics = push.wait()
+        except ray.exceptions.RayActorError as e:
+            self._recover_rollout(e)
+            self.queue.resubmit()
+
+    # ---- learning ----------------------------------------------------------------------------
+    def train(self, groups: list[Group]) -> dict:
+        from orchestrator.batching import pack_batch
+
+        episodes = [ep for g in groups for ep in g]
         # Similar lengths share a micro-batch, so each is trimmed of less padding (measured ~1.4x fewer
         # tokens through the model on the default job); token-mean losses do not depend on row order.
-        items.sort(key=lambda it: len(it.prompt_ids) + len(it.response_ids))
-        batch = pack_batch(items, self.pad_id, self.cfg.rollout.temperature)
+        episodes.sort(key=lambda ep: len(ep.prompt_ids) + len(ep.response_ids))
+        batch = pack_batch(episodes, self.pad_id, self.cfg.rollout.temperature,
+                           mask_truncated=self.cfg.algorithm.overlong.mode == "mask")
         with self._learner_phase():
             return self.learner.train_step(batch)
 
-    def push_weights(self) -> dict:
-        self.version += 1
+    def push_weights(self, wait: bool = True) -> dict:
+        """Bump the version and send the new weights. `wait=False` (async mode): the engines load them
+        after their in-flight request and the learner goes on at once; the metrics reported are those
+        of the previous push, confirmed by now."""
+        if wait:
+            with self._learner_phase():
+                return self.pusher.push()
+        self._confirm_push(wait=True)
         with self._learner_phase():
-            return self.pusher.push(self.version)
+            self.pending_push = self.pusher.push(wait=False)
+        return dict(self.last_push_metrics, **{"sync/version": float(self.pending_push.version)})
 
     # ---- one step ----------------------------------------------------------------------------
     def step(self) -> dict[str, float] | None:
-        """One training step; None when a stop was requested before training (the step is abandoned:
-        the learner has not moved, so the checkpoint of the step's start state is exact)."""
+        """One synchronous training step; None when a stop was requested before training (the step is
+        abandoned: the learner has not moved, so the checkpoint of the step's start state is exact)."""
         timer = PhaseTimer()
         t0 = time.perf_counter()
-        groups, info = self.collect(timer)
+        groups, got = self.collect(timer)
         if self.stop_reason:
             return None
-        m: dict[str, float] = self._rollout_metrics(info)  # before the push bumps the version
+        m = self._rollout_metrics(got)  # before the push bumps the version
         if groups:
             with timer("advantages"):
-                rewards, adv = self.advantages(groups)
+                self.advantages(groups)
             with timer("train"):
-                train = self.train(groups, adv)
+                train = self.train(groups)
             with timer("push_weights"):
                 m.update(self.push_weights())
-            m.update({f"train/{k}": v for k, v in train.items() if isinstance(v, (int, float))})
-            if "entropy" in train:
-                m["policy/entropy"] = train["entropy"]
-            m["train/tokens_per_s"] = train.get("tokens_per_s", float("nan"))
+            m.update(self._train_metrics(train))
+        return self._step_metrics(m, timer, t0, groups, got)
+
+    def step_async(self) -> dict[str, float] | None:
+        """One asynchronous step: the rollout actors keep generating the buffered requests while this
+        step scores, trains and pushes (without waiting for the engines to load). None as in `step`."""
+        timer = PhaseTimer()
+        t0 = time.perf_counter()
+        self._confirm_push(wait=False)
+        groups, got = self.collect_async(timer)
+        if self.stop_reason:
+            return None
+        m = self._rollout_metrics(got)
+        m.update(self._staleness_metrics(groups, got))
+        if groups:
+            with timer("advantages"):
+                self.advantages(groups)
+            with timer("train"):
+                train = self.train(groups)
+            with timer("push_weights"):
+                m.update(self.push_weights(wait=False))
+            m.update(self._train_metrics(train))
+        return self._step_metrics(m, timer, t0, groups, got)
+
+    def _train_metrics(self, train: dict) -> dict[str, float]:
+        m = {f"train/{k}": v for k, v in train.items() if isinstance(v, (int, float))}
+        if "entropy" in train:
+            m["policy/entropy"] = train["entropy"]
+        m["train/tokens_per_s"] = train.get("tokens_per_s", float("nan"))
+        return m
+
+    def _staleness_metrics(self, groups: list[Group], got: Collected) -> dict[str, float]:
+        """Versions between the learner and the trained groups (min/mean/max), groups dropped as too
+        old, and the requests left in flight while this step trains."""
+        m = {"staleness/dropped_groups": float(got.stale_dropped), "buffer/depth": float(got.in_flight)}
+        if groups:
+            ages = [self.version - g[0].weight_version for g in groups]
+            m.update({"staleness/min": float(min(ages)), "staleness/mean": float(np.mean(ages)),
+                      "staleness/max": float(max(ages))})
+        return m
+
+    def _step_metrics(self, m: dict[str, float], timer: PhaseTimer, t0: float, groups: list[Group],
+                      got: Collected) -> dict[str, float]:
+        wall = time.perf_counter() - t0
         m["step/groups_trained"] = float(len(groups))
         m["step/weight_version"] = float(self.version)
         m["fault/learner_restarts"] = float(self.learner_restarts)
         for name, sec in timer.seconds.items():
             m[f"time/{name}"] = sec
-        m["time/step"] = time.perf_counter() - t0
+        m["time/step"] = wall
+        # Fraction of the step's wall time each role computed (async: a request consumed now may have
+        # been generated during the previous step, so the rollout's figure is an estimate, capped at 1).
+        learner_s = m.get("train/train_seconds", 0.0) + timer.seconds.get("push_weights", 0.0)
+        m["role/rollout_busy_frac"] = min(1.0, got.busy_seconds / self.cfg.rollout.num_actors / max(wall, 1e-9))
+        m["role/learner_busy_frac"] = min(1.0, learner_s / max(wall, 1e-9))
+        m["role/verifier_busy_frac"] = min(1.0, timer.seconds.get("verify", 0.0) / max(wall, 1e-9))
         stats = self.pool.stats()
         m.update({f"verify/{k}": float(v) for k, v in stats.items() if isinstance(v, (int, float))})
         return m
 
-    def _rollout_metrics(self, info: dict) -> dict[str, float]:
-        all_scores = [s for _, _, sc in info["all_groups"] for s in sc]
-        all_gens = [g for _, gens, _ in info["all_groups"] for g in gens]
-        rew = torch.tensor([s.reward for s in all_scores]) if all_scores else torch.zeros(1)
-        lens = torch.tensor([float(len(g.response_ids)) for g in all_gens]) if all_gens else torch.zeros(1)
-        per_group = [[s.reward for s in sc] for _, _, sc in info["all_groups"]]
+    def _rollout_metrics(self, got: Collected) -> dict[str, float]:
+        episodes = [ep for g in got.seen for ep in g]
+        rew = torch.tensor([ep.reward for ep in episodes]) if episodes else torch.zeros(1)
+        lens = torch.tensor([float(len(ep.response_ids)) for ep in episodes]) if episodes else torch.zeros(1)
         return {
             "reward/mean": float(rew.mean()), "reward/std": float(rew.std()) if rew.numel() > 1 else 0.0,
-            "reward/accuracy": float(np.mean([s.correct for s in all_scores])) if all_scores else 0.0,
-            "reward/zero_variance_groups": float(sum(1 for g in per_group if len(set(g)) <= 1)),
+            "reward/accuracy": float(np.mean([ep.correct for ep in episodes])) if episodes else 0.0,
+            "reward/zero_variance_groups": float(sum(1 for g in got.seen if len({ep.reward for ep in g}) <= 1)),
             "response/length_mean": float(lens.mean()),
-            "response/truncated_frac": float(np.mean([g.truncated for g in all_gens])) if all_gens else 0.0,
-            "rollout/tokens": float(info["gen_tokens"]),
-            "rollout/tokens_per_s": info["gen_tokens"] / max(info["gen_seconds"], 1e-9),
-            "rollout/staleness": float(self.version - min((g.weight_version for g in all_gens), default=0)),
+            "response/truncated_frac": float(np.mean([ep.truncated for ep in episodes])) if episodes else 0.0,
+            "rollout/tokens": float(got.tokens),
+            "rollout/tokens_per_s": got.tokens / max(got.seconds, 1e-9),
+            "rollout/staleness": float(self.version - min((ep.weight_version for ep in episodes), default=0)),
         }
 
     # ---- evaluation --------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
+        """Greedy pass@1 on the held-out prompts with the learner's current weights (in async mode the
+        request queues behind the buffered ones, after the latest weight load)."""
         if not self.eval_rows:
             return {}
         out = self.generate(self.eval_rows, seed=12345, n=1, temperature=self.cfg.eval.temperature)
-        scores = self.verify(self.eval_rows, out["generations"], f"eval{self.step_idx}")
-        acc = float(np.mean([s.correct for s in scores]))
-        return {"eval/accuracy": acc, "eval/reward_mean": float(np.mean([s.reward for s in scores])),
-                "eval/response_length": float(np.mean([len(g.response_ids) for g in out["generations"]]))}
+        self.verify(self.eval_rows, out["groups"], f"eval{self.step_idx}")
+        episodes = [ep for g in out["groups"] for ep in g]
+        m = {"eval/accuracy": float(np.mean([ep.correct for ep in episodes])),
+             "eval/reward_mean": float(np.mean([ep.reward for ep in episodes])),
+             "eval/response_length": float(np.mean([len(ep.response_ids) for ep in episodes]))}
+        e = self.cfg.eval
+        if e.pass_k:
+            from orchestrator.evaluation import pass_at_k_metrics, resolve_sample_temperature
+
+            temp = resolve_sample_temperature(e.sample_temperature, self.cfg.rollout.temperature)
+            out = self.generate(self.eval_rows, seed=54321, n=e.samples_per_prompt, temperature=temp)
+            self.verify(self.eval_rows, out["groups"], f"passk{self.step_idx}")
+            m.update(pass_at_k_metrics([[bool(ep.correct) for ep in g] for g in out["groups"]], e.pass_k))
+        return m
 
     def _entropy_law(self, m: dict[str, float]) -> dict[str, float]:
         """Fit R = -a exp(H) + b over the run so far (Cui et al.); b - a is the predicted ceiling."""
@@ -477,6 +696,7 @@ class Trainer:
                 self._recover_learner(e)
         if self.bar is not None:
             self.bar.close()
+        self._confirm_push(wait=True)  # async: the engines end on the final weights, errors surface here
         summary = {"steps": self.step_idx, "seconds": time.perf_counter() - t_start,
                    "run_dir": self.storage.location, "plot": None, "stopped": self.stop_reason}
         if self.stop_reason:
@@ -495,7 +715,7 @@ class Trainer:
 
         cfg = self.cfg
         start = self._state()
-        m = self.step()
+        m = self.step_async() if cfg.trainer.mode == "async" else self.step()
         if m is None:  # stopped before training: checkpoint the step's start state
             path = self._save(start)
             log.info("checkpoint %s (step %d abandoned before training)", path, self.step_idx + 1)
@@ -509,6 +729,10 @@ class Trainer:
             if not math.isnan(self.last_entropy):
                 m["policy/entropy_change"] = m["policy/entropy"] - self.last_entropy
             self.last_entropy = m["policy/entropy"]
+        if self.controller is not None:
+            self.controller.update(self.step_idx, m.get("policy/entropy", float("nan")))
+            self._apply_controller()
+            m.update(self.controller.metrics())
         if cfg.eval.every_steps and not self.stop_reason and (
                 self.step_idx % cfg.eval.every_steps == 0 or self.step_idx == cfg.trainer.steps):
             ev = self.evaluate()
@@ -528,6 +752,14 @@ class Trainer:
             log.info("checkpoint %s", self._save())
         if cfg.logging.plot and "eval/accuracy" in m:
             plot_run(self.metrics.path, self.run_dir / "curves.png", title=self.run_dir.name)
+
+    def _apply_controller(self) -> None:
+        """Give the learner the loss config with the controller's current actuator value."""
+        from orchestrator.entropy_control import with_actuator
+
+        ec = self.cfg.algorithm.entropy_control
+        with self._learner_phase():
+            self.learner.set_loss(with_actuator(self.cfg.learner.loss, ec.actuator, self.controller.value))
 
     def _finish(self) -> str | None:
         """The final HF model (written by rank 0 on its node, copied to the driver) and the curves."""

@@ -221,10 +221,15 @@ def _literal(node: ast.expr) -> Any:
         return _UNOPS[type(node.op)](_literal(node.operand))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
         a, b = _literal(node.left), _literal(node.right)
+        # bounds on the result, not on each operand: ('ab' * 100_000) * 100_000 would be 20 GB, and
+        # ((2 ** 1024) ** 1024) ** 1024 hours of the judge's time
         if isinstance(node.op, ast.Pow) and not (isinstance(b, (int, float)) and abs(b) <= 1024):
             raise _NotLiteral
+        if isinstance(node.op, ast.Pow) and isinstance(a, int) and a.bit_length() * abs(b) > 65_536:
+            raise _NotLiteral
         if isinstance(node.op, ast.Mult) and any(isinstance(x, (str, bytes, list, tuple)) for x in (a, b)):
-            if any(isinstance(x, int) and x > 100_000 for x in (a, b)):
+            seq, times = (a, b) if isinstance(a, (str, bytes, list, tuple)) else (b, a)
+            if isinstance(times, int) and len(seq) * times > 100_000:
                 raise _NotLiteral
         try:
             return _BINOPS[type(node.op)](a, b)
@@ -344,7 +349,7 @@ def _statement(stmt: ast.stmt, src: str, cand: str | None) -> _Case:
     parsed = _parse_test(stmt.test, cand) if isinstance(stmt, ast.Assert) else None
     if parsed is not None:
         try:
-            _Case(src, True, *parsed).item()  # inputs must be encodable (e.g. not a lambda)
+            _Case(src, True, *parsed).item()  # inputs must be encodable (e.g. not a complex number)
             return _Case(src, True, parsed[0], _safe(parsed[1]))
         except TypeError:
             pass

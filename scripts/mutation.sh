@@ -44,7 +44,7 @@ MODULES=(
   "orchestrator/checkpoint.py|tests/test_checkpoint.py"
   "rewards/ledger.py|tests/test_rewards_ledger.py"
   "rewards/math_verifier.py|tests/test_rewards_math.py tests/test_rewards_math_adversarial.py"
-  "rewards/code_verifier.py|tests/test_rewards_code.py tests/test_rewards_code_adversarial.py"
+  "rewards/code_verifier.py|tests/test_rewards_code_units.py tests/test_rewards_code.py tests/test_rewards_code_adversarial.py"
 )
 
 if ! "$VENV/bin/python" -c "import pytest_gremlins" 2>/dev/null; then
@@ -60,6 +60,9 @@ fi
 mkdir -p "$OUT" "$ROOT/.cache/mutation"
 WORK=$(mktemp -d "$ROOT/.cache/mutation/run.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+# mktemp makes it 0700; the sandbox's fallback runs programs as another uid, and one code-verifier test
+# (a cheat that reads the test file, which must work where host files are visible) needs to read it.
+chmod 755 "$WORK"
 if [ -n "${MUTATION_REV:-}" ]; then
   git archive "$MUTATION_REV" | tar -xf - -C "$WORK"
 else

@@ -38,10 +38,12 @@ def test_all_equal_group_gets_zero_advantage(name):
     assert torch.all(A == 0)
 
 
-@pytest.mark.parametrize("name", ["grpo", "rloo"])
+@pytest.mark.parametrize("name", ["grpo", "drgrpo", "rloo"])
 def test_group_of_one_raises_clearly(name):
-    with pytest.raises(ValueError, match="at least 2 responses"):
-        compute_advantages(name, torch.ones(4, 1))
+    """All three refuse G = 1 alike (verl would return A = R: baseline-free REINFORCE). Dr.GRPO used to
+    return R - mean(R) = 0 here, a silent no-op run."""
+    with pytest.raises(ValueError, match=f"{name} needs at least 2 responses"):
+        compute_advantages(name, torch.tensor([[1.0], [0.0]]))
 
 
 def test_unknown_name_and_duplicate_registration():

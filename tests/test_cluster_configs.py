@@ -71,3 +71,11 @@ def test_ray_up_cluster_starts_every_node_with_token_auth_and_the_token():
     assert RAY_UP["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
     starts = RAY_UP["head_start_ray_commands"] + RAY_UP["worker_start_ray_commands"]
     assert all(c.startswith("RAY_AUTH_MODE=token ray start") for c in starts if "ray start" in c)
+
+
+def test_the_image_copies_every_package_the_project_installs():
+    # a package pyproject installs but the Dockerfile does not copy is missing from the image's
+    # editable install (the shared `common/` package was nearly left out that way)
+    packages = [p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]]
+    copied = re.findall(r"^COPY \S+ (\w+) \./\1$", DOCKERFILE, re.M)
+    assert sorted(packages) == sorted(p for p in copied if p != "recipes"), (packages, copied)

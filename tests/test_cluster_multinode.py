@@ -52,10 +52,11 @@ def _cfg(model: Path, address: str, output: str, steps: int):
 
 def _probe(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
     """(engine log-probs, learner log-probs) of one fixed sequence."""
-    from orchestrator.batching import TrainItem, pack_batch
+    from orchestrator.batching import pack_batch
+    from tiny_model import episode
 
     seq = [1, 5, 6, 7, 8, 9, 10, 11, 12, 13]
-    probe = pack_batch([TrainItem(seq[:3], seq[3:], [0.0] * 7, 0.0)], pad_id=0, temperature=1.0)
+    probe = pack_batch([episode(seq[:3], seq[3:])], pad_id=0, temperature=1.0)
     engine = torch.tensor(trainer.rollout.prompt_logprobs([seq])[0])
     return engine, trainer.learner.compute_logprobs(probe)[0, 1:len(seq)]
 

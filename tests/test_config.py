@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 import orchestrator.config as config_module
+from learner.loss_config import KLCovLoss
 from orchestrator.cli import main
 from orchestrator.config import COMBINATION_RULES, ConfigError, JobConfig, _read_recipe, dump_config, load_config
 
@@ -144,14 +145,10 @@ def test_cli_reports_config_errors_before_starting_anything(capsys):
 # rule name -> (overrides on the defaults that break exactly this rule, field the message must name,
 #               overrides that just satisfy it: the boundary)
 VIOLATIONS = {
-    "advantage_needs_a_group": (["rollout.samples_per_prompt=1", "algorithm.advantage=rloo"],
+    # Dr.GRPO too (it used to return zero advantages silently); this also covers dynamic sampling.
+    "advantage_needs_a_group": (["rollout.samples_per_prompt=1", "algorithm.advantage=drgrpo"],
                                 "rollout.samples_per_prompt",
-                                ["rollout.samples_per_prompt=2", "algorithm.advantage=rloo"]),
-    "dynamic_sampling_needs_a_group": (["rollout.samples_per_prompt=1", "algorithm.advantage=drgrpo",
-                                        "algorithm.dynamic_sampling.enabled=true"],
-                                       "algorithm.dynamic_sampling.enabled",
-                                       ["rollout.samples_per_prompt=2", "algorithm.advantage=drgrpo",
-                                        "algorithm.dynamic_sampling.enabled=true"]),
+                                ["rollout.samples_per_prompt=2", "algorithm.advantage=drgrpo"]),
     "gpus_match_tensor_parallel": (["rollout.gpus_per_actor=2"], "rollout.gpus_per_actor",
                                    ["rollout.gpus_per_actor=2", "rollout.tensor_parallel_size=2"]),
     "tensor_parallel_needs_gpus": (["rollout.tensor_parallel_size=2"], "rollout.tensor_parallel_size",
@@ -163,12 +160,6 @@ VIOLATIONS = {
                                          "rollout.max_new_tokens=128"], "algorithm.overlong.buffer",
                                         ["algorithm.overlong.mode=penalty", "algorithm.overlong.buffer=127",
                                          "rollout.max_new_tokens=128"]),
-    # SENT with its paper-figure penalty KL(pi || pi_ref) but no ref_kl term: the learner section alone
-    # does not see that the penalty needs reference log-probs.
-    "reference_kl_needs_ref_model": (["learner.loss={type: sent, penalty: ref_kl, ref_kl: null}"],
-                                     "learner.ref_model",
-                                     ["learner.loss={type: sent, penalty: ref_kl, ref_kl: null}",
-                                      "learner.ref_model=true"]),
     "scope_is_micro": (["learner.loss={type: ppo_clip, scope: mini}"], "learner.loss.scope",
                        ["learner.loss={type: ppo_clip, scope: micro}"]),
     "nccl_push_needs_gpu_rollout": (["learner.gpus_per_rank=1", "learner.weight_sync.backend=nccl"],
@@ -177,6 +168,15 @@ VIOLATIONS = {
                                      "rollout.gpus_per_actor=1"]),
     # the default data section holds out num_eval=64 problems
     "eval_fits_the_eval_split": (["eval.num_prompts=65"], "eval.num_prompts", ["eval.num_prompts=64"]),
+    "colocated_layout_is_sync_on_cpu": (["trainer.layout=colocated", "trainer.mode=async"], "trainer.layout",
+                                        ["trainer.layout=colocated", "trainer.mode=sync"]),
+    "eval_samples_cover_pass_k": (["eval.pass_k=[1, 8]", "eval.samples_per_prompt=7"], "eval.samples_per_prompt",
+                                  ["eval.pass_k=[1, 8]", "eval.samples_per_prompt=8"]),
+    # the default loss is ppo_clip: KL-Cov's beta is not on it
+    "entropy_actuator_on_the_loss": (["algorithm.entropy_control={enabled: true, actuator: kl_cov_beta, "
+                                      "bounds: [0.0, 4.0]}"], "algorithm.entropy_control.actuator",
+                                     ["algorithm.entropy_control={enabled: true, actuator: kl_cov_beta, "
+                                      "bounds: [0.0, 4.0]}", "learner.loss={type: kl_cov}"]),
 }
 
 
@@ -203,6 +203,14 @@ def test_combination_rule_fires_alone_and_names_its_field(rule, monkeypatch):
     assert rule(ok) is None
 
 
+@pytest.mark.parametrize("gpus", [["rollout.gpus_per_actor=1"], ["learner.gpus_per_rank=1"]])
+def test_colocated_layout_refuses_gpus_of_either_role(gpus):
+    """colocated_layout_is_sync_on_cpu's second problem (its VIOLATIONS case shows the first, async)."""
+    with pytest.raises(ConfigError, match="trainer.layout='colocated' is CPU-only"):
+        load_config(None, ["trainer.layout=colocated", *gpus])
+    assert load_config(None, ["trainer.layout=split", *gpus]).trainer.layout == "split"
+
+
 def test_all_problems_are_reported_at_once():
     with pytest.raises(ConfigError) as e:
         load_config(None, ["rollout.tensor_parallel_size=2", "learner.loss={type: gspo, scope: global}"])
@@ -214,6 +222,7 @@ BOUNDS = [
     # (field, rejected, accepted, extra overrides)
     ("trainer.steps", 0, 1, []),
     ("trainer.prompts_per_step", 0, 1, []),
+    ("trainer.max_restarts", -1, 0, []),
     ("algorithm.dynamic_sampling.max_extra_rounds", -1, 0, []),
     ("algorithm.overlong.buffer", 0, 1, []),
     ("algorithm.curriculum.samples", 1, 2, []),
@@ -229,11 +238,21 @@ BOUNDS = [
     ("eval.temperature", -0.1, 0, []),
     ("checkpoint.every_steps", -1, 0, []),
     ("checkpoint.keep_last", 0, 1, []),
+    # logging: plain types; a YAML list is no string, "maybe" no bool (pydantic takes yes/no/true/1)
+    ("logging.output_dir", "[runs]", "runs", []),
+    ("logging.run_name", "[r]", "r", []),
+    ("logging.progress", "maybe", False, []),
+    ("logging.plot", "maybe", False, []),
+    ("logging.ray_metrics", "maybe", False, []),
+    ("logging.tensorboard", "maybe", True, []),
+    ("logging.wandb_project", "[p]", "p", []),
+    ("logging.wandb_mode", "upload", "online", []),
     ("rollout.num_actors", 0, 1, []),
     ("rollout.gpus_per_actor", -1, 0, []),
     ("rollout.cpus_per_actor", 0, 0.5, []),
     ("rollout.tensor_parallel_size", 0, 1, []),
-    ("rollout.samples_per_prompt", 0, 1, ["algorithm.advantage=drgrpo"]),
+    # 1 passes the field bound but no estimator takes it (rule advantage_needs_a_group): 2 is the least accepted
+    ("rollout.samples_per_prompt", 0, 2, []),
     ("rollout.temperature", 0, 0.1, []),
     ("rollout.top_p", 0, 0.5, []),
     ("rollout.top_p", 1.01, 1.0, []),
@@ -293,10 +312,17 @@ def test_field_bound_rejects_just_outside_and_accepts_the_bound(field, bad, good
     assert _at(cfg.model_dump(), field.split(".")) == pytest.approx(good)
 
 
+def test_bounds_rows_cover_every_logging_field():
+    """A new logging field must come with its row (these are plain types, no bound to grep for)."""
+    assert {f"logging.{name}" for name in config_module.LoggingConfig.model_fields} <= {row[0] for row in BOUNDS}
+
+
 @pytest.mark.parametrize("overrides,field", [
     (["learner.loss={type: ppo_clip, agg: seq-mean-token-sum-norm}"], "agg_norm_constant"),
     (["learner.loss={type: clip_cov, lb: 2, ub: 2}"], "lb < ub"),
     (["learner.loss={type: ppo_clip, ref_kl: {coef: 0.1}}"], "ref_model"),
+    # SENT's paper-figure penalty KL(pi || pi_ref) without a ref_kl term also reads reference log-probs
+    (["learner.loss={type: sent, penalty: ref_kl, ref_kl: null}"], "ref_model"),
     (["learner.ref_model=true"], "loss.ref_kl"),
     (["learner.weight_sync.backend=nccl", "rollout.gpus_per_actor=1"], "gpus_per_rank"),
 ])
@@ -334,6 +360,36 @@ def test_base_chain_merges_same_type_sections_and_replaces_changed_ones(tmp_path
     assert other.learner.lr == 0.5 and other.trainer.steps == 4
 
 
+def test_a_tagged_section_without_type_keeps_the_default_type():
+    """An override of one field of `learner.loss` or `data` on bare defaults (no `type` given) sets that
+    field of the default variant; an override naming a field the default variant lacks is rejected."""
+    loss = load_config(None, ["learner.loss.eps_high=0.3"]).learner.loss
+    assert (loss.type, loss.eps_low, loss.eps_high) == ("ppo_clip", 0.2, 0.3)
+    data = load_config(None, ["data.num_eval=64", "data.num_train=100"]).data
+    assert (data.type, data.num_eval, data.num_train, data.max_digits) == ("arithmetic", 64, 100, 2)
+    assert load_config(None, ["learner.loss={eps_low: 0.1}"]).learner.loss.type == "ppo_clip"  # whole section
+    with pytest.raises(ConfigError, match="learner.loss.ppo_clip.kappa: Extra inputs are not permitted"):
+        load_config(None, ["learner.loss.kappa=0.5"])  # a kl_cov field: the default loss is ppo_clip
+
+
+def test_recipe_sections_without_type_keep_the_default_or_the_base_type(tmp_path):
+    """A recipe's typeless loss is the default's (ppo_clip): a child naming ppo_clip merges with it, a
+    child naming kl_cov replaces it; a typeless child section inherits its base's type."""
+    _write(tmp_path / "base.yaml", "learner:\n  loss: {eps_high: 0.3}\ndata: {num_train: 100}\n")
+    base = load_config(tmp_path / "base.yaml")
+    assert (base.learner.loss.type, base.learner.loss.eps_high, base.data.type, base.data.num_train) == \
+        ("ppo_clip", 0.3, "arithmetic", 100)
+    same = load_config(_write(tmp_path / "same.yaml",
+                              "base: base.yaml\nlearner:\n  loss: {type: ppo_clip, eps_low: 0.1}\n"))
+    assert (same.learner.loss.eps_low, same.learner.loss.eps_high) == (0.1, 0.3)
+    other = load_config(_write(tmp_path / "other.yaml", "base: base.yaml\nlearner:\n  loss: {type: kl_cov}\n"))
+    assert (other.learner.loss.type, other.learner.loss.kappa) == ("kl_cov", KLCovLoss().kappa)
+    _write(tmp_path / "kl.yaml", "learner:\n  loss: {type: kl_cov, kappa: 0.5}\n")
+    child = load_config(_write(tmp_path / "child.yaml", "base: kl.yaml\nlearner:\n  loss: {beta: 2.0}\n"),
+                        ["learner.loss.kappa=0.25"])
+    assert (child.learner.loss.type, child.learner.loss.beta, child.learner.loss.kappa) == ("kl_cov", 2.0, 0.25)
+
+
 def test_recipe_file_errors(tmp_path):
     _write(tmp_path / "a.yaml", "base: b.yaml\n")
     _write(tmp_path / "b.yaml", "base: a.yaml\n")
@@ -367,19 +423,6 @@ def test_error_lines_show_the_bad_value_only_where_it_helps():
     with pytest.raises(ConfigError) as e:
         load_config(None, ["rollout.tensor_parallel_size=2"])  # a combination rule: no field location
     assert e.value.args[0].splitlines()[1].startswith("  rollout.tensor_parallel_size > 1 needs GPUs")
-
-
-def test_reference_rule_reads_ref_kl_coef_and_sent_penalty():
-    """The learner section rejects ref_kl without ref_model first; the job rule must still say so itself
-    (it is the one place that also knows SENT's penalty='ref_kl')."""
-    from orchestrator.config import reference_kl_needs_ref_model
-
-    cfg = load_config(None, ["learner.loss={type: ppo_clip, ref_kl: {coef: 0.1}}", "learner.ref_model=true"])
-    assert reference_kl_needs_ref_model(cfg) is None
-    cfg.learner.ref_model = False  # not re-validated: the rule alone decides
-    assert "learner.ref_model" in reference_kl_needs_ref_model(cfg)
-    cfg = load_config(None, ["learner.loss={type: ppo_clip, ref_kl: {coef: 0.0}}"])
-    assert reference_kl_needs_ref_model(cfg) is None  # coef 0: no KL term, no reference
 
 
 def test_defaults_of_the_orchestrator_sections():

@@ -18,6 +18,7 @@ from orchestrator.data import (
     generate_arithmetic,
     load_data,
     parse_data_config,
+    problem_space,
 )
 
 GOOD = [
@@ -256,6 +257,23 @@ def test_arithmetic_defaults_are_the_calibrated_task():
     row = generate_arithmetic(cfg, "train", 1)[0]
     assert row.messages == [{"role": "user", "content": f"What is {row.meta['expr']}?\n"
                              "Put your final answer in \\boxed{}."}]
+
+
+def test_max_operands_mixes_expression_lengths():
+    """Operands 0..2, '+', 2 or 3 operands: 3^2 + 3^3 = 36 distinct prompts (all non-negative)."""
+    cfg = ArithmeticData(max_digits=1, max_value=2, num_operands=2, max_operands=3, num_train=200,
+                         num_eval=0, eval_fraction=0.0)
+    assert problem_space(cfg).total == 36
+    rows = load_data(cfg).train
+    lengths = {len(r.meta["expr"].split()[0::2]) for r in rows}
+    assert lengths == {2, 3}
+    _check_arith(rows, {"+"}, {1})
+    # max_operands == num_operands is the fixed-length task, draw for draw
+    same = ArithmeticData(max_operands=2, num_train=50)
+    assert [r.meta["expr"] for r in generate_arithmetic(same, "train", 50)] == \
+        [r.meta["expr"] for r in generate_arithmetic(ArithmeticData(num_train=50), "train", 50)]
+    with pytest.raises(ValidationError, match=r"max_operands \(2\) < num_operands \(3\)"):
+        ArithmeticData(num_operands=3, max_operands=2)
 
 
 def _rows(n):

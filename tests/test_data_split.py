@@ -67,6 +67,7 @@ def test_default_recipe_eval_is_held_out():
     dict(operations=["+", "-", "*"], max_digits=1, num_operands=3, seed=3, num_train=500, num_eval=40),
     dict(operations=["-"], max_digits=1, max_value=9, num_train=300, num_eval=10, split_seed=5),
     dict(operations=["*"], max_digits=1, num_train=200, num_eval=20, eval_fraction=0.5),
+    dict(operations=["+", "-"], num_operands=2, max_operands=3, num_train=500, num_eval=64),  # mixed lengths
     # too large to enumerate: the split is still disjoint, checked only by retries
     dict(operations=["+", "*"], min_digits=2, max_digits=3, max_value=None, num_operands=3,
          num_train=400, num_eval=100),

@@ -16,6 +16,16 @@ def test_shipped_dashboard_is_current():
     assert SHIPPED.read_text() == grafana.render(), "regenerate: python -m orchestrator.grafana > " + str(SHIPPED)
 
 
+def test_actor_learner_dynamics_have_panels():
+    """Buffer depth, staleness, each role's tokens/s and the fraction of wall time each role is busy."""
+    want = {"buffer/depth", "staleness/mean", "rollout/tokens_per_s", "train/tokens_per_s",
+            "role/rollout_busy_frac", "role/learner_busy_frac", "role/verifier_busy_frac"}
+    assert want <= set(grafana.panel_keys())
+    busy = next(p for p in grafana.dashboard()["panels"] if "role/learner_busy_frac" in json.dumps(p["targets"]))
+    assert busy["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    assert 'ray_forkrl_role_learner_busy_frac{exported_job=~"$run"}' in [t["expr"] for t in busy["targets"]]
+
+
 def test_every_panel_queries_a_gauge_forkrl_exports():
     exprs = [t["expr"] for p in json.loads(SHIPPED.read_text())["panels"] for t in p["targets"]]
     assert {e.split("{")[0] for e in exprs} == {"ray_" + gauge_name(k) for k in grafana.panel_keys()}
@@ -51,8 +61,9 @@ def _loss_metric_keys() -> set[str]:
 
 def test_plotted_metrics_are_logged_somewhere():
     loss_keys = _loss_metric_keys()
-    sources = "\n".join((ROOT / p).read_text() for p in (
-        "orchestrator/trainer.py", "orchestrator/weights.py", "learner/worker.py", "rewards/pool.py"))
+    # Every module of the roles and the driver, except the dashboard's own list of keys.
+    sources = "\n".join(p.read_text() for pkg in ("orchestrator", "learner", "actors", "rewards")
+                         for p in sorted((ROOT / pkg).glob("*.py")) if p.name != "grafana.py")
     for key in grafana.panel_keys():
         section, name = key.split("/", 1)
         if section == "train" and name in loss_keys:

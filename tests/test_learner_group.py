@@ -65,20 +65,22 @@ def test_two_rank_update_equals_one_rank_update(ray_cluster, tiny_model_dir, zer
         export = group.export_weights_refs()
         plan = group.weight_plan()
         assert export["plan"] == plan and export["buckets"] == len(export["refs"]) == len(plan)
-        from learner.weight_sync import unpack_bucket
+        from common.weights import CollectiveReceiver, unpack_flats
 
-        exported = {n: t for bucket, ref in zip(plan, export["refs"])
-                    for n, t in unpack_bucket(ray.get(ref), bucket)}
+        exported = dict(unpack_flats(plan, ray.get(export["refs"])))
 
         # Collective push through the group to a receiver task (rank 1 of the weight group).
-        addr, port = group.weight_group_address()
-        from learner.weight_sync import receive_push
+        def receive_one_push(addr, port, plan):
+            receiver = CollectiveReceiver(addr, port, 1, 2, "gloo", timeout_s=60)
+            return {name: t.clone() for name, t in receiver.receive(plan)}
 
-        receiver = ray.remote(num_cpus=0)(receive_push).remote(addr, port, 1, 2, plan, "gloo", 60)
+        addr, port = group.weight_group_address()
+        receiver = ray.remote(num_cpus=0)(receive_one_push).remote(addr, port, plan)
         ray.get(group.init_weight_group(addr, port, 2), timeout=90)
-        pushed = ray.get(group.broadcast_weights(), timeout=90)
+        pushed = ray.get(group.broadcast_weights(), timeout=90)  # one result per rank
         received = ray.get(receiver, timeout=90)
-        assert pushed["buckets"] == len(plan) and pushed["bytes"] > 0
+        assert pushed[0]["buckets"] == len(plan) and pushed[0]["bytes"] > 0
+        assert pushed[1] == {"bytes": 0, "seconds": 0.0, "buckets": 0}
 
         # One sequence for two ranks: rank 1 holds nothing and only runs zero-loss passes.
         single = batch.select([0])
@@ -107,3 +109,22 @@ def test_two_rank_update_equals_one_rank_update(ray_cluster, tiny_model_dir, zer
     for name, p in after.items():
         torch.testing.assert_close(params_single[name] - expected[name], p - expected[name],
                                    rtol=1e-3, atol=3e-7, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_broadcast_weights_returns_every_ranks_result_so_a_dead_rank_surfaces(ray_cluster, tiny_model_dir):
+    import ray
+
+    from learner.group import LearnerGroup
+
+    group = LearnerGroup(LearnerConfig(num_ranks=2), str(tiny_model_dir))
+    try:
+        addr, port = group.weight_group_address()
+        ray.get(group.init_weight_group(addr, port, 1), timeout=90)  # rank 0 alone: no receivers
+        ray.kill(group.actors[1])  # under ZeRO-2 rank 0's push does not need rank 1
+        refs = group.broadcast_weights()
+        assert len(refs) == 2
+        assert ray.get(refs[0], timeout=90)["buckets"] == len(group.weight_plan())
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(refs, timeout=90)  # what WeightPusher does: rank 1's death is not lost
+    finally:
+        group.shutdown()

@@ -32,11 +32,11 @@ def test_killed_learner_rank_is_restarted_from_the_last_checkpoint(tmp_path, tin
     train_phase = trainer.train
     killed = []
 
-    def kill_rank_1_during_step_3(groups, advantages):
+    def kill_rank_1_during_step_3(groups):
         if trainer.step_idx == 2 and not killed:
             killed.append(trainer.learner.actors[1])
             ray.kill(trainer.learner.actors[1])
-        return train_phase(groups, advantages)
+        return train_phase(groups)
 
     trainer.train = kill_rank_1_during_step_3
     try:

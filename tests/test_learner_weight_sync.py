@@ -1,5 +1,5 @@
-"""Weight push: the bucket plan, and a real two-process gloo broadcast (learner in this process,
-receiver in a subprocess using weight_sync.receive_bucket, as the rollout actor will)."""
+"""Weight push from a real LearnerWorker: a two-process gloo broadcast (learner in this process, the
+receiver in a subprocess using common.weights.CollectiveReceiver, as the rollout engines do)."""
 import os
 import subprocess
 import sys
@@ -10,45 +10,21 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 import torch
 
-from learner import weight_sync
 from learner.config import LearnerConfig
 from learner.worker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bucket_plan_covers_every_param_once_and_skips_tied(tiny_model_dir):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
-    state = model.state_dict()
-    assert "lm_head.weight" in state  # tied to model.embed_tokens.weight
-    plan = weight_sync.bucket_plan(state.items(), bucket_mb=0.1)
-    names = [n for b in plan for n, _, _ in b]
-    assert "lm_head.weight" not in names
-    weight_sync.check_plan_covers(plan, [n for n, _ in model.named_parameters()])
-    for bucket in plan:
-        assert len({dt for _, dt, _ in bucket}) == 1
-        assert len(bucket) == 1 or weight_sync.bucket_nbytes(bucket) <= 0.1 * 2**20
-    # DeepSpeed's "module." prefix is stripped; shapes and the flat round trip are exact.
-    wrapped = [("module." + n, p) for n, p in model.named_parameters()]
-    assert weight_sync.bucket_plan(wrapped, 0.1) == plan
-    flat = weight_sync.pack_bucket(plan[0], state)
-    for name, t in weight_sync.unpack_bucket(flat, plan[0]):
-        assert torch.equal(t, state[name])
-
-
 RECEIVER = textwrap.dedent("""
     import sys, torch
-    from learner import weight_sync
+    from common.weights import CollectiveReceiver
     addr, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     plan = torch.load(out + ".plan", weights_only=False)
-    pg = weight_sync.create_weight_group(addr, port, rank=1, world_size=2, backend="gloo", timeout_s=120)
+    receiver = CollectiveReceiver(addr, port, rank=1, world_size=2, backend="gloo", timeout_s=120)
     received = {}
     for _ in range(2):  # two pushes, as a rollout actor receives one per step
-        for bucket in plan:
-            for name, t in weight_sync.receive_bucket(pg, bucket):
-                received[name] = t.clone()
+        received.update({name: t.clone() for name, t in receiver.receive(plan)})
     torch.save(received, out)
     # Skip interpreter teardown: destroying the gloo group while the learner's store goes away can
     # abort ("terminate called without an active exception") after the data is already saved.

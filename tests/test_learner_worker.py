@@ -178,3 +178,151 @@ def test_reference_model_kl(tiny_model_dir):
     assert first["kl"] == pytest.approx(0.0, abs=1e-7)  # policy == reference before the first step
     second = worker.train_step(make_batch(2, seed=6))
     assert second["kl"] > 1e-6 and second["kl_ref_k3"] == pytest.approx(second["kl"], rel=1e-4)
+
+
+# ---- logits only where the loss reads them -------------------------------------------------------
+def _full_path(model, ids, attn, temperature):
+    """Reference: the HF forward's logits at every position, log_softmax, and H = -sum p log p."""
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].double() / temperature
+    logp = torch.log_softmax(logits, -1)
+    return logp.gather(-1, ids[:, 1:, None]).squeeze(-1), -(logp.exp() * logp).sum(-1)
+
+
+def _rows():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 500, (3, 10), generator=g)
+    attn = torch.ones(3, 10, dtype=torch.long)
+    attn[2, 7:] = 0
+    where = torch.zeros(3, 9, dtype=torch.bool)
+    where[0, 4:], where[1, 2:6], where[2, 3:6] = True, True, True
+    return ids, attn, where
+
+
+def _grads(model, value):
+    model.zero_grad()
+    value.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def _tiny_gemma2(softcap: float):
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Gemma2Config(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                       final_logit_softcapping=softcap, attn_logit_softcapping=None)
+    return Gemma2ForCausalLM(cfg)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2-softcap"])
+def test_logits_at_selected_positions_equal_the_full_logits_path(tiny_model_dir, arch):
+    """Log-probs, entropies and parameter gradients equal the full path's at the selected positions;
+    0 elsewhere. Gemma-2's final-logit softcapping (cap 0.5 binds on these logits) is applied by the
+    model after its head, so it acts on the selected rows as on all of them."""
+    from transformers import AutoModelForCausalLM
+
+    from learner.worker import selected_logprobs_and_entropy
+
+    if arch == "llama":
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float64)
+    else:
+        model = _tiny_gemma2(softcap=0.5).double()
+    ids, attn, where = _rows()
+    c_lp, c_ent = torch.linspace(-1, 1, 27).view(3, 9).double(), torch.linspace(2, 0, 27).view(3, 9).double()
+    lp, ent = selected_logprobs_and_entropy(model, model.get_output_embeddings(), ids, attn, where, 0.7,
+                                            4, entropy_grad=True)
+    got = _grads(model, (lp * c_lp).sum() + (ent * c_ent).sum())
+    full_lp, full_ent = _full_path(model, ids, attn, 0.7)
+    w = where.double()
+    torch.testing.assert_close(lp.detach(), full_lp.detach() * w)
+    torch.testing.assert_close(ent.detach(), full_ent.detach() * w)
+    want = _grads(model, (full_lp * w * c_lp).sum() + (full_ent * w * c_ent).sum())
+    for name, g in want.items():
+        torch.testing.assert_close(got[name], g, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_logits_at_no_position_keep_the_head_in_the_graph(tiny_model_dir):
+    """A micro-batch without loss tokens still gives every parameter a (zero) gradient: ZeRO reduces
+    each parameter in every backward on every rank."""
+    from transformers import AutoModelForCausalLM
+
+    from learner.worker import selected_logprobs_and_entropy
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    ids, attn, where = _rows()
+    lp, ent = selected_logprobs_and_entropy(model, model.get_output_embeddings(), ids, attn,
+                                            torch.zeros_like(where), 1.0, 4)
+    assert not lp.any() and not ent.any()
+    grads = _grads(model, lp.sum())
+    assert all(g is not None and not g.any() for g in grads.values())
+
+
+def test_a_model_that_calls_its_head_per_position_is_refused():
+    from types import SimpleNamespace
+
+    from learner.worker import selected_logprobs_and_entropy
+
+    class PerPosition(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = torch.nn.Embedding(16, 4), torch.nn.Linear(4, 16)
+
+        def forward(self, input_ids, attention_mask, use_cache):
+            h = self.emb(input_ids)
+            return SimpleNamespace(logits=torch.stack([self.head(h[:, t]) for t in range(h.shape[1])], 1))
+
+    model = PerPosition()
+    ids = torch.randint(0, 16, (2, 5))
+    with pytest.raises(RuntimeError, match="one call on"):
+        selected_logprobs_and_entropy(model, model.head, ids, torch.ones_like(ids),
+                                      torch.ones(2, 4, dtype=torch.bool), 1.0, 4)
+
+
+# ---- ZeRO buckets, off-policy correction, loss changes between steps ----------------------------
+@pytest.mark.parametrize("setting,num_params,expected", [
+    ("auto", 134_515_008, 16_814_376),  # SmolLM2-135M: ceil(134515008 / 8)
+    ("auto", 8_388_615, 1_048_578),  # ceil(/ 8) = 1048577, odd: DeepSpeed needs an even size
+    ("auto", 100_000, 1 << 20),  # floor: a tiny model is not reduced per tensor
+    ("auto", 7_000_000_000, 500_000_000),  # never above DeepSpeed's default
+    (2_000, 134_515_008, 2_000),
+])
+def test_zero_buckets_sized_to_the_model(setting, num_params, expected):
+    from learner.worker import deepspeed_config
+
+    zero = deepspeed_config(LearnerConfig(zero_bucket_size=setting), 1, "float32", num_params)["zero_optimization"]
+    assert zero["reduce_bucket_size"] == zero["allgather_bucket_size"] == expected
+    with pytest.raises(ValidationError):
+        LearnerConfig(zero_bucket_size=3)
+
+
+def test_rollout_logprobs_reach_the_loss_for_tis(tiny_model_dir):
+    """The sampler's log-probs 0.5 below the learner's on every loss token: w = e^0.5 < cap 2 on each,
+    k1 KL(mu || pi_old) = mean(lp_mu - lp_old) = -0.5, k3 = mean(e^0.5 - 1 - 0.5)."""
+    import math
+
+    worker = make_worker(tiny_model_dir, loss={"type": "ppo_clip", "tis": {"level": "token", "cap": 2.0}})
+    batch = make_batch(2, seed=8)
+    batch.rollout_logprobs = (worker.compute_logprobs(batch) - 0.5) * batch.loss_mask
+    m = worker.train_step(batch)
+    assert m["tis_weight_mean"] == pytest.approx(math.exp(0.5), rel=1e-4)
+    assert m["tis_frac_truncated"] == 0.0
+    assert m["rollout_kl_k1"] == pytest.approx(-0.5, abs=1e-4)
+    assert m["rollout_kl_k3"] == pytest.approx(math.exp(0.5) - 1.5, abs=1e-4)
+    assert m["ppo_kl"] == pytest.approx(0.0, abs=1e-7)  # one epoch, one mini-batch: old = current
+
+
+def test_set_loss_takes_effect_at_the_next_step(tiny_model_dir):
+    from learner.loss_config import PPOClipLoss
+
+    worker = make_worker(tiny_model_dir)  # micro-batches of 2: the bonus is summed over two shares
+    assert "entropy_bonus" not in worker.train_step(make_batch(4, seed=9))
+    worker.set_loss(PPOClipLoss(entropy_coef=0.01))
+    m = worker.train_step(make_batch(4, seed=9))
+    assert m["entropy_bonus"] == pytest.approx(0.01 * m["entropy"], rel=1e-4)
+    worker.set_loss({"type": "kl_cov", "beta": 0.5})  # the dict form, validated like the config
+    assert worker.cfg.loss.type == "kl_cov" and worker.cfg.loss.beta == 0.5
+    with pytest.raises(ValueError, match="ref_model"):
+        worker.set_loss(PPOClipLoss(ref_kl={"coef": 0.1}))
+    with pytest.raises(ValidationError):
+        worker.set_loss({"type": "kl_cov", "beta": -1})
+    assert worker.cfg.loss.type == "kl_cov"  # a refused config leaves the current one

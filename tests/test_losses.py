@@ -1,4 +1,5 @@
-"""Policy losses (ALGORITHMS.md §1-§5): every "Testable" bullet of the spec, on CPU tensors."""
+"""Policy losses (docs/ALGORITHMS.md §1-§5 of the project's shared docs): every "Testable" bullet of
+the spec, on CPU tensors; plus truncated importance sampling and the loss metrics, by hand."""
 import math
 
 import pytest
@@ -53,7 +54,7 @@ def token_mean(x, m):
 
 
 def agg_by_hand(x, m, mode, C=16.0, num_tokens=None, num_seqs=None):
-    """ALGORITHMS.md §0 written out row by row, independently of learner.aggregation."""
+    """docs/ALGORITHMS.md §0 written out row by row, independently of learner.aggregation."""
     rows = [([float(v) for v, k in zip(xr, mr) if k > 0]) for xr, mr in zip(x.tolist(), m.tolist())]
     rows_with_tokens = [r for r in rows if r]
     n_tok = num_tokens if num_tokens is not None else sum(len(r) for r in rows)
@@ -253,14 +254,15 @@ def test_ref_kl_estimator_choice_reaches_the_loss(estimator, kl, grad):
     torch.testing.assert_close(g, 0.1 * torch.tensor([grad]))
 
 
-def test_ref_kl_off_when_coef_zero_and_clamped_per_token():
+def test_ref_kl_off_when_coef_zero_and_only_k3_clamped_per_token():
+    """verl's kl_penalty: 'kl' (k1) is unclamped, 'low_var_kl' (k3) is clamped to ±10 per token."""
     lp = torch.tensor([[-1.0, -30.0]])
     d = dict(logprobs=lp, old_logprobs=lp.clone(), advantages=torch.zeros(1, 2), mask=torch.ones(1, 2),
              entropy=None, ref_logprobs=torch.tensor([[-1.5, 0.0]]))
     loss, _, m = run(d, PPOClipLoss(ref_kl=RefKLConfig(coef=0.0)))
     assert float(loss) == 0.0 and "kl" not in m
     _, _, m = run(d, PPOClipLoss(ref_kl=RefKLConfig(coef=1.0, estimator="k1")))
-    assert m["kl"] == pytest.approx((0.5 - 10.0) / 2)  # -30 - 0 clamps to -10
+    assert m["kl"] == pytest.approx((0.5 - 30.0) / 2)  # -30 - 0 = -30: k1 is not clamped
     _, _, m = run(d, PPOClipLoss(ref_kl=RefKLConfig(coef=1.0, estimator="k3")))
     assert m["kl"] == pytest.approx((math.exp(-0.5) - 0.5 + 10.0) / 2)  # exp(30) - 31 clamps to 10
 
@@ -507,7 +509,7 @@ def test_sent_v1_averages_over_L_only():
 
 
 def test_sent_overlapping_sets_end_at_half_beta():
-    """2n > |L|: the released code writes 2 beta on the top-n, then 0.5 beta on the bottom-n (ALGORITHMS.md §4)."""
+    """2n > |L|: the released code writes 2 beta on the top-n, then 0.5 beta on the bottom-n (docs/ALGORITHMS.md §4)."""
     h = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.9]])  # L = the 4 lowest (floor(0.8 * 5)); token 4 is outside
     lp = torch.tensor([[-1.0, -2.0, -3.0, -4.0, -5.0]])
     adv = torch.ones(1, 5)
@@ -705,13 +707,20 @@ def test_forking_kl_cov_clip_higher_compose_in_one_pass(monkeypatch):
 
 
 def test_kl_estimators_and_clamp():
-    lp = torch.tensor([0.0, -1.0, -30.0])
-    ref = torch.tensor([0.0, -2.0, 0.0])
-    torch.testing.assert_close(kl_estimate(lp, ref, "k1"), torch.tensor([0.0, 1.0, -10.0]))
-    x = ref - lp
+    lp = torch.tensor([0.0, -1.0, -30.0, 15.0, 25.0])
+    ref = torch.tensor([0.0, -2.0, 0.0, 0.0, 0.0])
+    torch.testing.assert_close(kl_estimate(lp, ref, "k1"), torch.tensor([0.0, 1.0, -30.0, 15.0, 25.0]))
+    # k3 = exp(x) - x - 1, x = ref - lp = (0, -1, 30, -15, -25); x clamps to -20 before exp, then the
+    # result to 10: exp(-1) - (-1) - 1 = exp(-1); x = 30 -> 10; x = -15 -> 14 + exp(-15) -> 10;
+    # x = -25 -> -20 -> 19 + exp(-20) -> 10
     k3 = kl_estimate(lp, ref, "k3")
-    torch.testing.assert_close(k3[:2], (x.exp() - x - 1)[:2])
-    assert k3[2] == 10.0 and torch.all(k3 >= 0)
+    torch.testing.assert_close(k3, torch.tensor([0.0, math.exp(-1.0), 10.0, 10.0, 10.0]))
+    # within the output clamp the input clamp still shows: x = -9 gives exp(-9) + 8 (no clamp binds)
+    assert float(kl_estimate(torch.tensor([9.0]), torch.tensor([0.0]), "k3")) == pytest.approx(math.exp(-9.0) + 8.0)
+    # x = 100 overflows exp in float32: the clamp of x keeps the gradient 0 instead of 0 * inf = nan
+    far = torch.tensor([-100.0], requires_grad=True)
+    kl_estimate(far, torch.tensor([0.0]), "k3").sum().backward()
+    assert far.grad.tolist() == [0.0]
 
 
 def test_entropy_bonus_needs_graph_and_lowers_loss():
@@ -775,3 +784,116 @@ def test_forking_shards_weight_selected_means_by_token_share():
         total += loss
         expected += local * float(part["mask"].sum()) / n
     torch.testing.assert_close(total, expected)
+
+
+# ---------- truncated importance sampling (sampler -> learner), ppo_kl ----------
+
+
+def tis_batch():
+    """On policy (lp = old, r = 1) so the PG term is -A w; old - rollout = (0.5, -1, 0 | 1, -0.8, [6])."""
+    old = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, -3.0]])
+    return dict(logprobs=old.clone(), old_logprobs=old, mask=torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]),
+                advantages=torch.tensor([[1.0, 1.0, 1.0], [-2.0, -2.0, -2.0]]), entropy=None,
+                rollout_logprobs=torch.tensor([[-1.5, -1.0, -0.5], [-2.0, -0.2, -9.0]]))
+
+
+E = math.exp
+TIS_TABLE = [
+    # level, cap, w per token (0 outside the mask), weight mean over 5 tokens, fraction truncated
+    ("token", 2.0, [[E(0.5), E(-1), 1.0], [2.0, E(-0.8), 0.0]],  # e^1 = 2.718 > 2: truncated
+     (E(0.5) + E(-1) + 1 + 2 + E(-0.8)) / 5, 1 / 5),
+    ("token", 1.0, [[1.0, E(-1), 1.0], [1.0, E(-0.8), 0.0]],  # w = 1 = cap exactly is not truncated
+     (3 + E(-1) + E(-0.8)) / 5, 2 / 5),
+    ("token", 10.0, [[E(0.5), E(-1), 1.0], [E(1), E(-0.8), 0.0]],
+     (E(0.5) + E(-1) + 1 + E(1) + E(-0.8)) / 5, 0.0),
+    # sequence sums: row 0 0.5 - 1 + 0 = -0.5; row 1 1 - 0.8 = 0.2 (the masked 6 is not counted)
+    ("sequence", 2.0, [[E(-0.5)] * 3, [E(0.2), E(0.2), 0.0]], (3 * E(-0.5) + 2 * E(0.2)) / 5, 0.0),
+    ("sequence", 1.1, [[E(-0.5)] * 3, [1.1, 1.1, 0.0]], (3 * E(-0.5) + 2 * 1.1) / 5, 2 / 5),
+]
+
+
+@pytest.mark.parametrize("level,cap,w,w_mean,frac", TIS_TABLE)
+def test_tis_weights_hand_computed(level, cap, w, w_mean, frac):
+    from learner.losses import tis_weights
+
+    d = tis_batch()
+    got, truncated = tis_weights(d["old_logprobs"], d["rollout_logprobs"], d["mask"] > 0, level, cap)
+    torch.testing.assert_close(got, torch.tensor(w))
+    assert float(truncated.sum()) / 5 == pytest.approx(frac)
+    loss, grad, m = run(d, PPOClipLoss(tis={"level": level, "cap": cap}))
+    assert m["tis_weight_mean"] == pytest.approx(w_mean) and m["tis_frac_truncated"] == pytest.approx(frac)
+    # r = 1: loss = token-mean(-A w), d loss / d lp = -A r w / 5 (w is a constant of the graph)
+    A = torch.tensor([[1.0, 1.0, 1.0], [-2.0, -2.0, -2.0]])
+    torch.testing.assert_close(loss, (-A * torch.tensor(w)).sum() / 5)
+    torch.testing.assert_close(grad, -A * torch.tensor(w) / 5)
+
+
+def test_rollout_kl_and_ppo_kl_metrics_hand_computed():
+    d = tis_batch()
+    d["logprobs"] = d["old_logprobs"] + torch.tensor([[0.1, -0.2, 0.3], [0.0, 0.4, 5.0]])
+    _, _, m = run(d, PPOClipLoss())
+    assert "tis_weight_mean" not in m  # tis off: no weight, but the mismatch is still reported
+    assert m["ppo_kl"] == pytest.approx(-(0.1 - 0.2 + 0.3 + 0.0 + 0.4) / 5)  # mean(old - lp); 5.0 is masked
+    # log r = old - rollout = (0.5, -1, 0, 1, -0.8): k1 = mean(-log r); k3 = mean(e^x - 1 - x)
+    assert m["rollout_kl_k1"] == pytest.approx(-(0.5 - 1.0 + 0.0 + 1.0 - 0.8) / 5)
+    k3 = (E(0.5) - 1.5) + (E(-1) - 1 + 1) + 0.0 + (E(1) - 2) + (E(-0.8) - 1 + 0.8)
+    assert m["rollout_kl_k3"] == pytest.approx(k3 / 5)
+    _, _, m = run(dict(d, rollout_logprobs=None), PPOClipLoss())
+    assert "rollout_kl_k1" not in m and "rollout_kl_k3" not in m
+
+
+def test_tis_multiplies_the_pg_term_only_and_needs_rollout_logprobs():
+    d = make(B=4, T=10, drift=0.3, seed=11)
+    g = torch.Generator().manual_seed(1)
+    d["rollout_logprobs"] = d["old_logprobs"] + 0.5 * torch.randn(4, 10, generator=g)
+    cfg = dict(beta=1.0, kappa=0.2)
+    plain, _, m0 = run(d, KLCovLoss(**cfg))
+    weighted, _, m1 = run(d, KLCovLoss(**cfg, tis={"level": "token", "cap": 2.0}))
+    assert m1["penalty"] == pytest.approx(m0["penalty"])  # the KL-Cov penalty is not weighted
+    assert m1["pg_loss"] != pytest.approx(m0["pg_loss"])
+    assert float(weighted) == pytest.approx(m1["pg_loss"] + m1["penalty"])
+    with pytest.raises(ValueError, match="rollout_logprobs"):
+        run(dict(d, rollout_logprobs=None), PPOClipLoss(tis={"level": "token"}))
+    with pytest.raises(ValueError, match="TIS level"):
+        from learner.losses import tis_weights
+
+        tis_weights(d["old_logprobs"], d["rollout_logprobs"], d["mask"] > 0, "batch", 2.0)
+
+
+def test_tis_sequence_weight_of_a_long_far_off_sequence_is_the_cap_not_inf():
+    d = tis_batch()
+    d["rollout_logprobs"] = d["old_logprobs"] - 400.0  # sum of log-weights 1200: exp overflows float32
+    loss, grad, m = run(d, PPOClipLoss(tis={"level": "sequence", "cap": 3.0}))
+    assert m["tis_weight_mean"] == pytest.approx(3.0) and m["tis_frac_truncated"] == 1.0
+    assert torch.isfinite(loss) and torch.all(torch.isfinite(grad))
+
+
+def test_tis_config_defaults_and_validation():
+    from learner.loss_config import TISConfig
+
+    assert PPOClipLoss().tis is None and SENTLoss().tis is None
+    t = PPOClipLoss(tis={}).tis
+    assert (t.level, t.cap) == ("token", 2.0)
+    assert TISConfig(level="sequence", cap=5).cap == 5.0
+    for bad in ({"level": "batch"}, {"cap": 0.0}, {"cap": -1.0}, {"clip": 2.0}):
+        with pytest.raises(ValidationError):
+            TISConfig(**bad)
+
+
+@pytest.mark.parametrize("cfg,expected", [
+    (PPOClipLoss(), False),
+    (PPOClipLoss(ref_kl=RefKLConfig(coef=0.0)), False),  # a zero-weight KL reads nothing
+    (PPOClipLoss(ref_kl=RefKLConfig(coef=0.1)), True),
+    (SENTLoss(), True),  # SENT's default ref_kl (0.001 k3)
+    (SENTLoss(ref_kl=None), False),
+    (SENTLoss(ref_kl=None, penalty="ref_kl"), True),  # the paper's penalty KL(pi || pi_ref)
+    (SENTLoss(ref_kl=RefKLConfig(coef=0.0), penalty="abs_log_ratio"), False),
+])
+def test_uses_reference(cfg, expected):
+    assert cfg.uses_reference() is expected
+
+
+def test_needs_entropy_grad_only_for_the_bonus():
+    assert not PPOClipLoss().needs_entropy_grad()
+    assert not KLCovLoss(forking=ForkingConfig()).needs_entropy_grad()  # selectors only rank by H
+    assert PPOClipLoss(entropy_coef=1e-3).needs_entropy_grad()

@@ -49,3 +49,20 @@ def test_jsonl_resume_keeps_last_row_per_step_and_plot(tmp_path):
     assert rows[2]["reward/mean"] == 0.3 and "reward/mean" not in rows[3]  # NaN is not written
     png = plot_run(tmp_path / "metrics.jsonl", tmp_path / "c.png")
     assert png.stat().st_size > 5000
+
+
+def test_plot_has_a_role_utilisation_panel_when_the_run_logs_busy_fractions(tmp_path):
+    import matplotlib.image
+
+    def width(rows: list[dict], name: str) -> int:
+        sink = MetricsSink(tmp_path / name, ray_metrics=False)
+        for step, m in enumerate(rows, 1):
+            sink.log(step, m)
+        return matplotlib.image.imread(plot_run(tmp_path / name / "metrics.jsonl", tmp_path / f"{name}.png")).shape[1]
+
+    plain = [{"reward/mean": 0.1 * s} for s in range(3)]
+    busy = [{**m, "role/rollout_busy_frac": 0.9, "role/learner_busy_frac": 0.5, "role/verifier_busy_frac": 0.01}
+            for m in plain]
+    # one panel per plotted metric plus one for the three roles together (figures are 4.2 in per panel)
+    assert width(busy, "busy") == 2 * width(plain, "plain")
+    assert plot_run(tmp_path / "busy" / "metrics.jsonl", tmp_path / "b.png") is not None

@@ -9,6 +9,7 @@ processes of some uid (other sandboxes may be running on the machine).
 
 import os
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -220,7 +221,17 @@ def _names_with(d: str, mark: str) -> list[str]:
         return []
 
 
-def _processes_with(mark: str) -> list[int]:
+def _processes_with(mark: str, wait_s: float = 5.0) -> list[int]:
+    """Live processes whose command line holds `mark`, polled until there are none or `wait_s` passed:
+    a process SIGKILLed as its run ended may take a moment to exit on a loaded host, while one that
+    escaped the kill (the cheats' children sleep 60 s) is still there."""
+    deadline = time.monotonic() + wait_s
+    while (found := _live_with(mark)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def _live_with(mark: str) -> list[int]:
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:

@@ -1,5 +1,5 @@
 """After a push the engine scores a fixed sequence exactly like the learner (float32 tolerance),
-through both transports, and the push is timed and sized."""
+through both transports, and the push is timed, sized and versioned by the pusher alone."""
 import time
 
 import pytest
@@ -10,7 +10,8 @@ from actors.config import RolloutConfig
 from actors.rollout import RolloutGroup
 from learner.config import LearnerConfig
 from learner.group import LearnerGroup
-from orchestrator.batching import TrainItem, pack_batch
+from orchestrator.batching import pack_batch
+from tiny_model import episode
 from orchestrator.weights import WeightPusher
 
 pytestmark = pytest.mark.slow
@@ -33,21 +34,31 @@ def test_pushed_weights_match_learner_logprobs(ray_local, tiny_model_dir, transp
         pusher = WeightPusher(learner, rollout, lcfg.weight_sync, "gloo")
         assert pusher.transport == transport
         seq = [1, 5, 6, 7, 8, 9, 10, 11, 12, 13]
-        probe = pack_batch([TrainItem(seq[:3], seq[3:], [0.0] * 7, 0.0)], pad_id=0, temperature=1.0)
+        probe = pack_batch([episode(seq[:3], seq[3:])], pad_id=0, temperature=1.0)
         before = rollout.prompt_logprobs([seq])[0]
 
-        gens = rollout.generate([[1, 5, 6], [1, 9]], seed=0)["generations"]
-        items = [TrainItem(g.prompt_ids, g.response_ids, g.logprobs, 1.0 if i % 2 else -1.0)
-                 for i, g in enumerate(gens)]
-        learner.train_step(pack_batch(items, pad_id=0, temperature=1.0))
-        stats = pusher.push(1)
-        assert stats["sync/bytes"] > 0 and stats["sync/seconds"] > 0
+        episodes = rollout.generate([[1, 5, 6], [1, 9]], seed=0)["episodes"]
+        for i, ep in enumerate(episodes):
+            ep.advantage = 1.0 if i % 2 else -1.0
+        learner.train_step(pack_batch(episodes, pad_id=0, temperature=1.0))
+        in_flight = rollout.actors[0].generate.remote([[1, 5, 6]], 1)  # submitted before the push
+        pending = pusher.push(wait=False)
+        assert pusher.version == 1
+        # The engine loads after its in-flight generate, which stays tagged with the old version.
+        assert {ep.weight_version for ep in ray.get(in_flight)["episodes"]} == {0}
+        stats = pending.wait()
+        assert pending.done()
+        assert stats["sync/version"] == 1.0 and stats["sync/bytes"] > 0 and stats["sync/seconds"] > 0
         assert rollout.weight_versions() == [1]
 
         after = torch.tensor(rollout.prompt_logprobs([seq])[0])
         want = learner.compute_logprobs(probe)[0, 1:len(seq)]
         assert not torch.allclose(after, torch.tensor(before), atol=1e-3), "training did not move the weights"
         assert torch.allclose(after, want, atol=1e-4), (after - want).abs().max()
+
+        # After a checkpoint load the run continues at the checkpoint's version.
+        assert pusher.restore(5)["sync/version"] == 5.0
+        assert pusher.version == 5 and rollout.weight_versions() == [5]
     finally:
         rollout.shutdown()
         learner.shutdown()
@@ -73,17 +84,19 @@ def test_dead_rollout_actor_is_restarted_and_brought_to_the_current_weights(ray_
     rollout = RolloutGroup(rcfg, str(tiny_model_dir))
     try:
         pusher = WeightPusher(learner, rollout, lcfg.weight_sync, "gloo")
-        gens = rollout.generate([[1, 5, 6]], seed=0)["generations"]
-        items = [TrainItem(g.prompt_ids, g.response_ids, g.logprobs, 1.0 - 2 * i) for i, g in enumerate(gens)]
-        learner.train_step(pack_batch(items, pad_id=0, temperature=1.0))
-        pusher.push(1)
+        episodes = rollout.generate([[1, 5, 6]], seed=0)["episodes"]
+        for i, ep in enumerate(episodes):
+            ep.advantage = 1.0 - 2 * i
+        learner.train_step(pack_batch(episodes, pad_id=0, temperature=1.0))
+        assert pusher.push()["sync/version"] == 1.0
         ray.kill(rollout.actors[0], no_restart=False)  # Ray restarts it with the initial weights
         _wait_until_restarted(rollout)  # ray.kill is asynchronous: a push could still reach the old actor
-        stats = pusher.push(2)
+        pending = pusher.push(wait=False)  # the broadcast fails: wait() re-sends via the object store
+        stats = pending.wait()
         assert pusher.transport == "object_store" and stats["sync/bytes"] > 0
-        assert rollout.weight_versions() == [2]
+        assert stats["sync/version"] == 2.0 and rollout.weight_versions() == [2]
         seq = [1, 5, 6, 7, 8, 9]
-        probe = pack_batch([TrainItem(seq[:2], seq[2:], [0.0] * 4, 0.0)], pad_id=0, temperature=1.0)
+        probe = pack_batch([episode(seq[:2], seq[2:])], pad_id=0, temperature=1.0)
         got = torch.tensor(rollout.prompt_logprobs([seq])[0])
         assert torch.allclose(got, learner.compute_logprobs(probe)[0, 1:len(seq)], atol=1e-4)
     finally:

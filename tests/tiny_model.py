@@ -58,3 +58,12 @@ def build_tiny_model(path: Path, vocab_size: int = 512, layers: int = 2, hidden:
                 p.normal_(0.0, 0.2)
     model.save_pretrained(path, safe_serialization=True)
     return path
+
+
+def episode(prompt_ids, response_ids, advantage=0.0, logprobs=None, version=0):
+    """An Episode built by hand (a probe sequence for log-prob checks, a fake rollout output)."""
+    from common.episode import Episode
+
+    return Episode(prompt_index=0, sample_index=0, prompt_ids=list(prompt_ids), response_ids=list(response_ids),
+                   logprobs=list(logprobs) if logprobs is not None else [0.0] * len(response_ids),
+                   finish_reason="stop", text="", weight_version=version, prompt_id="probe", advantage=advantage)

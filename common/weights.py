@@ -1,0 +1,187 @@
+"""The weight push's wire format and both ends of its transports, written once for learner and engines.
+
+Format. A plan is `list[bucket]`, bucket = `list[(hf_name, dtype_str, shape)]`: same-dtype parameters
+under HF `state_dict()` names, full (unsharded) shapes, each bucket <= bucket_mb (a larger parameter
+gets a bucket of its own). Tied weights appear once (the first name, e.g. `model.embed_tokens.weight`,
+not `lm_head.weight`). The learner computes the plan once per run; on the wire each bucket is ONE flat
+contiguous tensor, `pack_bucket` on the sender, `unpack_bucket` (size- and dtype-checked) on the
+receiver.
+
+Transports, each a sender and a receiver:
+  * collective: a standalone process group (`create_weight_group`: rank 0 = learner rank 0 hosts the
+    TCPStore, receivers are ranks 1..world_size-1; gloo or NCCL; `timeout_s` bounds the rendezvous
+    and every broadcast on both ends). `CollectiveSender.send(flats)` broadcasts the buckets in plan
+    order; `CollectiveReceiver.receive(plan)` yields (name, tensor) as they arrive.
+  * object store: the sender `ray.put`s one `pack_bucket` flat per bucket, in plan order; the receiver
+    `ray.get`s that list and `unpack_flats(plan, flats)` yields (name, tensor).
+
+This module imports no forkrl role and no Ray: the receiver half runs inside vLLM worker processes
+(`worker_extension_cls`). It does not decide when to push, count weight versions, or load into an
+engine.
+"""
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Iterable, Iterator
+
+import torch
+
+PlanEntry = tuple[str, str, tuple[int, ...]]
+Bucket = list[PlanEntry]
+Plan = list[Bucket]
+
+
+def dtype_str(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def str_dtype(name: str) -> torch.dtype:
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}")
+    return dtype
+
+
+def hf_name(name: str) -> str:
+    """DeepSpeed/DDP wrappers prefix parameter names with `module.`; HF names do not have it."""
+    while name.startswith("module."):
+        name = name[len("module."):]
+    return name
+
+
+def unique_named_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
+    """HF names, skipping tensors that share storage with an earlier one (tied weights)."""
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for name, t in named:
+        key = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.numel() else (id(t), 0)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((hf_name(name), t))
+    return out
+
+
+def bucket_plan(named_params: Iterable[tuple[str, torch.Tensor]], bucket_mb: float) -> Plan:
+    """Group same-dtype parameters, in order, into flat buckets of at most bucket_mb MiB.
+
+    Shapes are the full ones: a ZeRO-3 partitioned parameter's `ds_shape` (DeepSpeed's attribute for
+    it) wins over its empty local shape. Tied tensors are listed once.
+    """
+    limit = bucket_mb * 2**20
+    plan: Plan = []
+    open_buckets: dict[str, tuple[Bucket, list[int]]] = {}  # dtype -> (bucket, [bytes])
+    for name, t in unique_named_tensors(named_params):
+        shape = tuple(getattr(t, "ds_shape", t.shape))
+        dt = dtype_str(t.dtype)
+        nbytes = math.prod(shape) * t.element_size()
+        current = open_buckets.get(dt)
+        if current is not None and current[1][0] + nbytes > limit:
+            current = None
+        if current is None:
+            current = ([], [0])
+            plan.append(current[0])
+            open_buckets[dt] = current
+        current[0].append((name, dt, shape))
+        current[1][0] += nbytes
+    return plan
+
+
+def bucket_numel(bucket: Bucket) -> int:
+    return sum(math.prod(shape) for _, _, shape in bucket)
+
+
+def pack_bucket(bucket: Bucket, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One flat contiguous tensor of the bucket's parameters, in bucket order."""
+    return torch.cat([tensors[name].detach().reshape(-1) for name, _, _ in bucket])
+
+
+def unpack_bucket(flat: torch.Tensor, bucket: Bucket) -> list[tuple[str, torch.Tensor]]:
+    """Split a received flat tensor into named, shaped views. A flat of the wrong size or dtype means
+    sender and receiver hold different plans: loading it would scramble the weights, so raise."""
+    want, dtype = bucket_numel(bucket), str_dtype(bucket[0][1])
+    if flat.numel() != want or flat.dtype != dtype:
+        raise ValueError(f"bucket of {want} x {dtype} received {flat.numel()} x {flat.dtype} "
+                         f"(first parameter {bucket[0][0]})")
+    out, offset = [], 0
+    for name, _, shape in bucket:
+        n = math.prod(shape)
+        out.append((name, flat[offset:offset + n].view(shape)))
+        offset += n
+    return out
+
+
+# ---- object-store transport (receiver half; the sender ray.puts pack_bucket's flats) -------------
+def unpack_flats(plan: Plan, flats: list[torch.Tensor], device: torch.device | str = "cpu"
+                 ) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every bucket, from the object store's list of flats (plan order)."""
+    if len(flats) != len(plan):
+        raise ValueError(f"plan has {len(plan)} buckets, received {len(flats)} flats")
+    for bucket, flat in zip(plan, flats):
+        yield from unpack_bucket(flat.to(device), bucket)
+
+
+# ---- collective transport -----------------------------------------------------------------------
+def create_weight_group(master_addr: str, master_port: int, rank: int, world_size: int,
+                        backend: str, timeout_s: float):
+    """A standalone process group (not torch.distributed's default one, which DeepSpeed and vLLM own).
+
+    Rank 0 hosts the TCPStore. Every rank calls this; it returns once all ranks joined, or raises
+    after `timeout_s`, which also bounds each later broadcast (gloo and NCCL alike).
+    """
+    import torch.distributed as dist
+
+    timeout = timedelta(seconds=timeout_s)
+    # The returned group holds the store (and rank 0's server) alive; nobody else needs a handle.
+    store = dist.TCPStore(master_addr, int(master_port), world_size, is_master=(rank == 0),
+                          timeout=timeout)
+    if backend == "gloo":
+        return dist.ProcessGroupGloo(store, rank, world_size, timeout)
+    if backend == "nccl":
+        opts = dist.ProcessGroupNCCL.Options()
+        opts._timeout = timeout  # the NCCL group's only timeout setting (its default is 10-30 min)
+        return dist.ProcessGroupNCCL(store, rank, world_size, opts)
+    raise ValueError(f"unknown weight-sync backend {backend!r}")
+
+
+def _broadcast_from_0(pg, tensor: torch.Tensor) -> None:
+    import torch.distributed as dist
+
+    opts = dist.BroadcastOptions()
+    opts.rootRank = 0
+    opts.rootTensor = 0
+    pg.broadcast([tensor], opts).wait()
+
+
+class CollectiveSender:
+    """Rank 0 of the weight group (learner rank 0). Construction blocks until every receiver joined."""
+
+    def __init__(self, master_addr: str, master_port: int, world_size: int, backend: str,
+                 timeout_s: float) -> None:
+        self.pg = create_weight_group(master_addr, master_port, 0, world_size, backend, timeout_s)
+
+    def send(self, flats: Iterable[torch.Tensor]) -> int:
+        """Broadcast each bucket's flat tensor, in plan order; returns the bytes sent."""
+        total = 0
+        for flat in flats:
+            _broadcast_from_0(self.pg, flat)
+            total += flat.numel() * flat.element_size()
+        return total
+
+
+class CollectiveReceiver:
+    """One receiver rank (1..world_size-1) of the weight group; tensors land on `device`."""
+
+    def __init__(self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str,
+                 timeout_s: float, device: torch.device | str = "cpu") -> None:
+        self.pg = create_weight_group(master_addr, master_port, rank, world_size, backend, timeout_s)
+        self.device = device
+
+    def receive(self, plan: Plan) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, tensor) of one push, bucket by bucket (one flat in memory at a time; the tensors
+        are views of it). Consume it to the end: the sender waits for every bucket's broadcast."""
+        for bucket in plan:
+            flat = torch.empty(bucket_numel(bucket), dtype=str_dtype(bucket[0][1]), device=self.device)
+            _broadcast_from_0(self.pg, flat)
+            yield from unpack_bucket(flat, bucket)

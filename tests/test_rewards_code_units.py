@@ -1,0 +1,407 @@
+"""The code verifier's parts one at a time, without a sandbox: the value encoding, the parsing of test
+statements into (call, judge), the harness (run here, in-process, on a pipe), the reading of its records
+and the scoring around the sandbox run. Expected values are written out."""
+
+import ast
+import os
+
+import pytest
+
+import rewards.code_verifier as cv
+from rewards.code_verifier import Call, _Case, _NotLiteral, _ProtocolViolation
+from rewards.config import CodeRewardConfig
+from rewards.sandbox import RunResult
+from rewards.types import Sample, Score
+
+
+def _nest(make, depth: int, inner=0):
+    """`inner` wrapped in `depth` containers built by `make` (a one-item container of its argument)."""
+    for _ in range(depth):
+        inner = make(inner)
+    return inner
+
+
+# ---- values across the boundary --------------------------------------------------------------------
+def test_encode_tags_each_exact_type():
+    value = [None, True, 7, 1.5, "s", b"b", (1,), {2}, frozenset({3}), {"k": [4]}]
+    assert cv._encode(value) == ("list", [
+        ("none",), ("bool", True), ("int", "7"), ("float", "1.5"), ("str", "s"), ("bytes", b"b"),
+        ("tuple", [("int", "1")]), ("set", [("int", "2")]), ("frozenset", [("int", "3")]),
+        ("dict", [(("str", "k"), ("list", [("int", "4")]))]),
+    ])
+    assert cv._decode(cv._encode(value)) == value
+
+
+@pytest.mark.parametrize("outer", ["list", "tuple", "set", "frozenset", "dict key", "dict value"])
+def test_encode_depth_limit_counts_every_container_kind(outer):
+    """100 levels below the top are encoded, 101 are refused; each container kind adds one level."""
+    inner_tuple = lambda d: _nest(lambda x: (x,), d)  # noqa: E731 - hashable, for sets and keys
+    inner_list = lambda d: _nest(lambda x: [x], d)  # noqa: E731
+    wrap = {
+        "list": lambda d: [inner_tuple(d)],
+        "tuple": lambda d: (inner_list(d),),
+        "set": lambda d: {inner_tuple(d)},
+        "frozenset": lambda d: frozenset({inner_tuple(d)}),
+        "dict key": lambda d: {inner_tuple(d): 0},
+        "dict value": lambda d: {0: inner_list(d)},
+    }[outer]
+    cv._encode(wrap(99))  # the innermost int sits at depth 100
+    with pytest.raises(TypeError, match="nested too deep"):
+        cv._encode(wrap(100))
+
+
+@pytest.mark.parametrize("encoded, value", [
+    (("none",), None), (("bool", False), False), (("str", "a"), "a"), (("bytes", b"a"), b"a"),
+    (("dict", [(("int", "1"), ("str", "x"))]), {1: "x"}), (("int", "-ff"), -255),
+])
+def test_decode_builds_the_value(encoded, value):
+    got = cv._decode(encoded)
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize("encoded", [
+    ["none"],  # a list, not a tuple
+    ("int",), ("none", 1),  # no payload / a payload where none belongs
+    ("bool", "x"), ("int", True), ("str", b"x"), ("bytes", "x"),  # payload of the wrong type
+])
+def test_decode_refuses_malformed_values(encoded):
+    with pytest.raises(ValueError, match="malformed value"):
+        cv._decode(encoded)
+
+
+# ---- literals and calls ------------------------------------------------------------------------------
+def _expr(src: str) -> ast.expr:
+    return ast.parse(src, mode="eval").body
+
+
+LITERALS = [
+    ("{1: 2}", {1: 2}), ("1 + 2", 3), ("-3", -3), ("2 ** 1024", 2 ** 1024), ("2 ** -1024", 2.0 ** -1024),
+    ("1 + 2000", 2001), ("'%d' % 200001", "200001"), ("'ab' * 3", "ababab"),
+    ("'a' * 100_000", "a" * 100_000), ("50_000 * 'ab'", "ab" * 50_000),  # 100 000 items at most
+    ("(2 ** 63) ** 1024", 2 ** (63 * 1024)),  # 64 bits * 1024 = 65 536 bits at most
+]
+
+
+@pytest.mark.parametrize("src, value", LITERALS, ids=[src for src, _ in LITERALS])
+def test_literal_values(src, value):
+    assert cv._literal(_expr(src)) == value
+
+
+@pytest.mark.parametrize("src", [
+    "x", "-x", "x + 1", "2 ** 1025", "2 ** -1025", "1 / 0", "...", "{**d}",
+    "'a' * 100_001", "100_001 * [0]", "'ab' * 50_001", "('a' * 100_000) * 2", "[0] * 1000 * 1000",
+    "(2 ** 64) ** 1024", "(" + " * ".join(["2 ** 1024"] * 64) + ") ** 1",  # 65 537 bits
+], ids=lambda src: src[:40])
+def test_literal_refuses_what_is_not_a_small_literal(src):
+    with pytest.raises(_NotLiteral):
+        cv._literal(_expr(src))
+
+
+@pytest.mark.parametrize("src, cand, call", [
+    ("candidate(1, k=[2])", "candidate", Call(None, [1], {"k": [2]})),
+    ("f(1)", None, Call("f", [1], {})),
+    ("f(1)", "candidate", None),  # HumanEval: only candidate(...)
+    ("f(*[1])", None, None),
+    ("f(**{'a': 1})", None, None),
+    ("f(x)", None, None),
+    ("m.f(1)", None, None),
+])
+def test_call_of_literals(src, cand, call):
+    assert cv._call(_expr(src), cand) == call
+
+
+def test_is_fn_matches_names_and_dotted_names_only():
+    assert cv._is_fn(_expr("abs(x)"), ("abs",)) is True
+    assert cv._is_fn(_expr("math.fabs(x)"), ("abs", "math.fabs")) is True
+    assert cv._is_fn(_expr("round(x)"), ("abs",)) is False
+    assert cv._is_fn(_expr("fns[0](x)"), ("abs",)) is False
+    assert cv._is_fn(_expr("abs"), ("abs",)) is False  # a name, not a call
+
+
+# ---- assert forms judged here: (test expression) -> call and verdicts on returned values ----------------
+C1 = Call(None, [1], {})
+
+
+@pytest.mark.parametrize("src, verdicts", [
+    ("candidate(1)", [(0, False), (3, True)]),
+    ("not candidate(1)", [(0, True), (3, False)]),
+    ("candidate(1) == 2", [(2, True), (3, False)]),
+    ("2 == candidate(1)", [(2, True), (3, False)]),
+    ("candidate(1) != 2", [(2, False), (3, True)]),
+    ("candidate(1) is None", [(None, True), (0, False)]),
+    ("candidate(1) is not None", [(None, False), (0, True)]),
+    ("candidate(1) is True", [(True, True), (1, False)]),
+    ("candidate(1) is False", [(False, True), (0, False)]),
+    ("math.isclose(candidate(1), 2.0)", [(2.0, True), (2.1, False)]),
+    ("math.isclose(candidate(1), 2.0, rel_tol=0.1)", [(2.15, True), (2.3, False)]),
+    ("math.isclose(candidate(1), 2.0, abs_tol=0.5)", [(2.45, True), (2.55, False)]),
+    ("abs(candidate(1) - 2.0) < 0.5", [(2.0, True), (2.25, True), (2.5, False), (1.5, False)]),
+    ("abs(2.0 - candidate(1)) < 0.5", [(2.0, True), (2.5, False)]),
+    ("abs(candidate(1) - 2.0) <= 0.5", [(2.0, True), (2.5, True), (2.6, False), (1.4, False)]),
+    ("math.fabs(candidate(1) - 2.0) < 0.5", [(2.0, True), (2.5, False)]),
+])
+def test_parse_test_judges_these_forms(src, verdicts):
+    call, judge = cv._parse_test(_expr(src), "candidate")
+    assert call == C1
+    assert [(v, judge(v)) for v, _ in verdicts] == verdicts
+
+
+@pytest.mark.parametrize("src", [
+    "math.isclose(candidate(1), 2.0, 0.5)",  # a positional tolerance: not read here
+    "math.isclose(candidate(1), 2.0, foo=1)",
+    "math.isclose(candidate(1))",
+    "candidate(1) == 2 == 3",  # chained
+    "0 < candidate(1) < 5",
+    "candidate(1) and candidate(2)",
+    "candidate(1) is x", "candidate(1) is 5",  # only None/True/False are judged by identity
+    "candidate(1) < True",
+    "x < candidate(1)",
+    "round(candidate(1) - 2) < 1",  # not abs
+    "abs(candidate(1) + 2) < 1",  # not a difference
+    "abs(candidate(1) - 2, 3) < 1",
+    "abs(candidate(1) - x) < 1",
+    "candidate(1) == x",
+])
+def test_parse_test_leaves_other_forms_to_run_inside(src):
+    assert cv._parse_test(_expr(src), "candidate") is None
+
+
+# ---- statements into cases ---------------------------------------------------------------------------
+def _stmt(src: str) -> ast.stmt:
+    return ast.parse(src).body[0]
+
+
+def test_statements_become_judged_unparsed_or_setup_cases():
+    judged = cv._statement(_stmt("assert candidate(1) == 2"), "src", "candidate")
+    assert (judged.src, judged.is_case, judged.call, judged.wrap) == ("src", True, C1, ())
+    assert (judged.judge(2), judged.judge(3), judged.judge(object())) == (True, False, False)
+    assert cv._statement(_stmt("x = 1"), "x = 1", "candidate") == _Case("x = 1", False)
+    assert cv._statement(_stmt("assert candidate(1j) == 2"), "s", "candidate") == _Case("s", True)  # no encoding
+    loop = "for x in [1]:\n    assert all(f(y) for y in g(x))"
+    assert cv._statement(_stmt(loop), "s", None) == _Case("s", True, wrap=("all", "f", "g"))
+    assert cv._statement(_stmt(loop), "s", "candidate") == _Case("s", True)  # HumanEval: candidate is wrapped
+
+
+@pytest.mark.parametrize("src, is_case", [
+    ("assert x", True), ("x = 1", False), ("if x:\n    pass", False), ("assert True, 'done'", False),
+    ("assert 1", False), ("if x:\n    assert y", True),
+])
+def test_is_case(src, is_case):
+    assert cv._is_case(_stmt(src)) is is_case
+
+
+def test_humaneval_cases_keep_the_preamble_and_split_check():
+    preamble, cases = cv._humaneval_cases(
+        "import math\n\n\ndef helper():\n    return 1\n\n\ndef check(candidate):\n"
+        "    x = 2\n    assert candidate(1) == 2\n    assert candidate(x) == 2\n")
+    assert preamble == "import math\ndef helper():\n    return 1"
+    assert [(c.src, c.is_case, c.call) for c in cases] == [
+        ("x = 2", False, None), ("assert candidate(1) == 2", True, C1), ("assert candidate(x) == 2", True, None)]
+    with pytest.raises(ValueError, match="no check"):
+        cv._humaneval_cases("def test(candidate):\n    assert candidate(1)\n")
+
+
+def test_assert_list_cases_parse_single_statements_only():
+    one, two = cv._assert_list_cases(["assert f(1) == 2", "x = 1; assert f(x) == 2"])
+    assert (one.src, one.is_case, one.call) == ("assert f(1) == 2", True, Call("f", [1], {}))
+    assert two == _Case("x = 1; assert f(x) == 2", True)
+
+
+# ---- the harness, in-process -------------------------------------------------------------------------
+class _Exit(Exception):
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
+
+
+def _run_harness(spec: dict, monkeypatch) -> tuple[int, list[tuple]]:
+    """(exit code, records): `_harness` run here, its result fd a pipe, `os._exit` raising _Exit."""
+    def fake_exit(code):
+        raise _Exit(code)
+
+    r, w = os.pipe()
+    monkeypatch.setenv("FORKRL_RESULT_FD", str(w))
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    try:
+        with pytest.raises(_Exit) as e:
+            cv._harness(spec)
+    finally:
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            raw = f.read()
+    return e.value.code, [ast.literal_eval(line) for line in raw.decode().splitlines()]
+
+
+def _spec(solution: str, cases: list[_Case], entry="f", preamble="") -> dict:
+    return {"solution": solution, "preamble": preamble, "entry": entry, "items": [c.item() for c in cases]}
+
+
+SOLUTION = (
+    "class Eq:\n    def __eq__(self, o): return True\n"
+    "def f(x):\n    if x < 0: raise ValueError(x)\n    return [x, x + 1]\n"
+    "def liar(x):\n    return Eq()\n"
+)
+
+
+def test_harness_writes_one_record_per_case_then_done(monkeypatch):
+    cases = [
+        _Case("c0", True, Call(None, [3], {}), bool),  # the entry point on decoded inputs
+        _Case("c1", True, Call(None, [-1], {}), bool),  # raises
+        _Case("c2", True, Call("liar", [0], {}), bool),  # a value that is no plain built-in
+        _Case("y = f(1)", False),  # setup: no record
+        _Case("assert candidate(y[0]) == [1, 2]", True),  # unparsed, passes through clean(candidate)
+        _Case("assert candidate(1) == [0]", True),  # unparsed, fails
+        _Case("assert liar(1) == 5", True, wrap=("liar", "len", "nothing_here")),  # clean(liar) cannot lie
+        _Case("assert len([1]) == 1", True, wrap=("len",)),  # a builtin is not wrapped
+    ]
+    code, records = _run_harness(_spec(SOLUTION, cases), monkeypatch)
+    assert code == 0
+    assert records == [
+        ("value", 0, ("list", [("int", "3"), ("int", "4")])), ("raised", 1), ("raised", 2),
+        ("pass", 3), ("fail", 4), ("fail", 5), ("pass", 6), ("done",),
+    ]
+
+
+def test_harness_reports_a_load_error_and_stops(monkeypatch):
+    code, records = _run_harness(_spec("1 / 0\n", [_Case("c", True, C1, bool)]), monkeypatch)
+    assert (code, records) == (0, [("load_error", "ZeroDivisionError")])
+
+
+def test_harness_exits_3_when_a_record_does_not_fit(monkeypatch):
+    monkeypatch.setattr(os, "write", lambda fd, data: len(data) - 1)  # a short write: over the cap
+    code, records = _run_harness(_spec("def f(x):\n    return x\n", [_Case("c", True, C1, bool)]), monkeypatch)
+    assert (code, records) == (3, [])
+
+
+# ---- reading the records -----------------------------------------------------------------------------
+@pytest.mark.parametrize("raw", [b"[1]\n", b"()\n", b"'done'\n"])
+def test_records_must_be_nonempty_tuples(raw):
+    with pytest.raises(_ProtocolViolation):
+        cv._records(raw)
+
+
+def test_records_drop_the_unterminated_tail():
+    assert cv._records(b"('done',)\n('val") == [("done",)]
+
+
+@pytest.mark.parametrize("x, expected, n, ok", [
+    (0, 0, 1, True), (1, 1, 2, True), (1, 0, 2, False), (1, 1, 1, False), (True, 1, 2, False), (1.0, 1, 2, False),
+])
+def test_is_index(x, expected, n, ok):
+    assert cv._is_index(x, expected, n) is ok
+
+
+JUDGED = _Case("j", True, C1, lambda v: v == 1)
+UNPARSED = _Case("u", True)
+SETUP = _Case("s", False)
+
+
+@pytest.mark.parametrize("records, outcome", [
+    ([("value", 0, ("int", "1")), ("pass", 1), ("done",)], (2, True, None)),
+    ([("value", 0, ("int", "2")), ("fail", 1), ("done",)], (0, True, None)),
+    ([("raised", 0), ("pass", 1)], (1, False, None)),
+    ([("load_error", "E" * 80)], (0, False, "E" * 60)),
+    ([], (0, False, None)),
+])
+def test_tally_counts_passes(records, outcome):
+    assert cv._tally(records, [SETUP, JUDGED, UNPARSED]) == outcome
+
+
+@pytest.mark.parametrize("records", [
+    [("done",)],  # before the cases
+    [("value", 0, ("int", "1")), ("pass", 1), ("done", 0)],
+    [("value", 0, ("int", "1")), ("pass", 1), ("done",), ("done",)],
+    [("value", 0, ("int", "1")), ("pass", 1), ("pass", 2)],  # past the last case
+    [("value", 0, ("int", "1")), ("load_error", "E")],  # a load error after a case
+    [("load_error", "E"), ("load_error", "E")],
+    [("load_error", 5)],
+    [("load_error", "E", "x")],
+    [("load_error", "E"), ("done",)],
+    [("value", 0)], [("value", 0, ("int", "1"), 1)], [("raised", 0, 1)],
+    [("pass", 0)], [("fail", 0)],  # a verdict from inside for a case judged here
+    [("value", 0, ("int", "1")), ("value", 1, ("int", "1"))],  # a value for a case judged inside
+    [("value", 0, ("int", "1")), ("raised", 1)],
+    [("value", 0, ("int", "1")), ("pass", 1, 1)],
+    [("value", 0, ("int", "1")), ("pass",)],
+    [("value", 1, ("int", "1"))], [("value", True, ("int", "1"))],
+    [("mystery", 0)],
+    [("value", 0, ("int", "zz"))],
+])
+def test_tally_refuses_what_the_honest_harness_never_writes(records):
+    with pytest.raises(_ProtocolViolation):
+        cv._tally(records, [SETUP, JUDGED, UNPARSED])
+
+
+# ---- scoring around the sandbox run (run_python replaced by a recorded result) ---------------------------
+CFG = CodeRewardConfig()
+ASSERTS = {"tests": ["assert f(1) == 2", "assert all(f(x) > x for x in [1, 2])"]}
+
+
+def _fake_run(monkeypatch, status="ok", records=b"", stdouts=()):
+    """Replace the sandbox: every run ends with `status`, writes `records` to the result channel and the
+    next of `stdouts` to stdout. Returns the list of (stdin, wall_s) of the runs asked for."""
+    calls = []
+    outs = list(stdouts)
+
+    def run_python(source, stdin, limits, channel=False):
+        calls.append((stdin, limits.wall_s))
+        return RunResult(status, 0, outs.pop(0) if outs else "", "", 0.0, "netns", channel=records)
+
+    monkeypatch.setattr(cv, "run_python", run_python)
+    return calls
+
+
+@pytest.mark.parametrize("channel, status, score", [
+    (b"('value', 0, ('int', '2'))\n('pass', 1)\n('done',)\n", "ok", (1.0, True, "ok (1 unparsed)")),
+    (b"('value', 0, ('int', '2'))\n('fail', 1)\n('done',)\n", "ok", (0.5, False, "tests_failed (1 unparsed)")),
+    (b"('value', 0, ('int', '2'))\n", "timeout", (0.5, False, "timeout (1 unparsed)")),
+    (b"('value', 0, ('int', '2'))\n", "ok", (0.5, False, "no_verdict (1 unparsed)")),
+    (b"('load_error', 'NameError')\n", "ok", (0.0, False, "load_error NameError (1 unparsed)")),
+    (b"('pass', 0)\n", "ok", (0.0, False, "protocol violation")),
+])
+def test_score_asserts_from_the_records(monkeypatch, channel, status, score):
+    _fake_run(monkeypatch, status, channel)
+    s = cv.score_code(Sample("u", "", "def f(x):\n    return x + 1", ASSERTS, "code"), CFG, 5.0)
+    assert s == Score("u", *score)
+
+
+def test_score_asserts_with_one_case_and_with_none(monkeypatch):
+    _fake_run(monkeypatch, "ok", b"('value', 0, ('int', '2'))\n('done',)\n")
+    one = {"tests": ["assert f(1) == 2"]}
+    assert cv.score_code(Sample("u", "", "def f(x): ...", one, "code"), CFG, 5.0) == Score("u", 1.0, True, "ok")
+    with pytest.raises(ValueError, match="no test cases"):
+        cv.score_code(Sample("u", "", "def f(x): ...", {"tests": ["x = 1"]}, "code"), CFG, 5.0)
+
+
+STDIO = {"inputs": ["1\n", "2\n"], "outputs": ["1\n", "2\n"]}
+
+
+def test_score_stdio_all_pass_is_correct(monkeypatch):
+    calls = _fake_run(monkeypatch, stdouts=["1\n", "2  \n\n"])
+    assert cv.score_code(Sample("u", "", "print(input())", STDIO, "code"), CFG, 5.0) == Score("u", 1.0, True, "ok")
+    assert [stdin for stdin, _ in calls] == ["1\n", "2\n"]
+
+
+@pytest.mark.parametrize("answer", [{"inputs": [], "outputs": []}, {"inputs": ["1\n"], "outputs": []}])
+def test_score_stdio_needs_matching_nonempty_cases(answer):
+    with pytest.raises(ValueError, match="non-empty and of equal length"):
+        cv.score_code(Sample("u", "", "print(1)", answer, "code"), CFG, 5.0)
+
+
+@pytest.mark.parametrize("wall_s, ran", [(0.0, 0), (0.5, 2)])
+def test_score_stdio_stops_when_the_wall_budget_is_spent(monkeypatch, wall_s, ran):
+    """A frozen clock: the budget left is exactly wall_s for every case; none is run with 0 left."""
+    calls = _fake_run(monkeypatch, stdouts=["1\n", "2\n"])
+    monkeypatch.setattr("time.monotonic", lambda: 100.0)
+    s = cv.score_code(Sample("u", "", "print(input())", STDIO, "code"), CFG, wall_s)
+    assert len(calls) == ran and all(left == wall_s for _, left in calls)
+    assert s == (Score("u", 0.0, False, "timeout") if ran == 0 else Score("u", 1.0, True, "ok"))
+
+
+def test_score_stdio_spends_one_budget_across_cases(monkeypatch):
+    """Each case gets what the earlier ones left: a clock that advances 2 s per read, 5 s in all."""
+    calls = _fake_run(monkeypatch, stdouts=["1\n", "2\n"])
+    clock = iter([100.0, 102.0, 104.0, 106.0])
+    monkeypatch.setattr("time.monotonic", lambda: next(clock))
+    s = cv.score_code(Sample("u", "", "print(input())", STDIO, "code"), CFG, 5.0)
+    assert [left for _, left in calls] == [3.0, 1.0] and s == Score("u", 1.0, True, "ok")

@@ -1,0 +1,224 @@
+"""The trainer's phases on fake roles, without Ray: Episodes flow from the rollout through the verifier
+and the advantages into the packed batch, in sync and async mode. The fake rollout replays Ray's
+ordering of one actor's tasks (a weight load submitted after a request runs after it), so the async
+staleness bound and the sample accounting are checked exactly."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from common.episode import Episode
+from orchestrator.config import load_config
+from orchestrator.data import PromptRow, PromptStream
+from orchestrator.rollout_queue import RolloutQueue
+from orchestrator.trainer import Trainer
+
+
+SAMPLE0 = 5000
+
+
+class FakeRollout:
+    """One engine whose task queue runs in submit order: requests and weight loads interleave exactly
+    as they were submitted; `collect` runs the queue up to the request it waits for."""
+
+    def __init__(self, samples: int):
+        self.samples, self.version, self.tasks, self.generated = samples, 0, [], []
+
+    def submit(self, prompts, seed, n=None, temperature=None):
+        task = {"kind": "gen", "prompts": prompts, "n": n or self.samples, "out": None}
+        self.tasks.append(task)
+        return task
+
+    def load(self, version):
+        self.tasks.append({"kind": "load", "version": version})
+
+    def _run_until(self, task):
+        while task["out"] is None:
+            t = self.tasks.pop(0)
+            if t["kind"] == "load":
+                self.version = t["version"]
+                continue
+            eps = []
+            for p, ids in enumerate(t["prompts"]):
+                for s in range(t["n"]):
+                    # one unique response token per sample: the packed batch shows which were trained
+                    eps.append(Episode(p, s, list(ids), [SAMPLE0 + len(self.generated)], [-0.5], "stop", "",
+                                       self.version))
+                    self.generated.append(len(self.generated))
+            t["out"] = {"episodes": eps, "seconds": 1.0, "busy_seconds": 1.0, "tokens": len(eps)}
+
+    def collect(self, task):
+        self._run_until(task)
+        out = task["out"]
+        return dict(out, episodes=list(out["episodes"]))
+
+    def generate(self, prompts, seed, n=None, temperature=None):
+        return self.collect(self.submit(prompts, seed, n, temperature))
+
+
+class FakePool:
+    def score(self, samples):
+        # correct when the sample number is odd: each group of 2 has one right, one wrong
+        return [SimpleNamespace(reward=float(int(s.uid[-1]) % 2), correct=bool(int(s.uid[-1]) % 2),
+                                extracted=s.uid[-1], reason="ok") for s in samples]
+
+    def stats(self):
+        return {"samples": 0.0}
+
+
+class FakePush:
+    def __init__(self, version):
+        self.version = version
+
+    def done(self):
+        return True
+
+    def wait(self):
+        return {"sync/seconds": 0.0}
+
+
+class FakePusher:
+    def __init__(self, rollout):
+        self.rollout, self.version = rollout, 0
+
+    def push(self, wait=True):
+        self.version += 1
+        self.rollout.load(self.version)
+        return {"sync/seconds": 0.0} if wait else FakePush(self.version)
+
+
+class FakeLearner:
+    def __init__(self):
+        self.batches, self.losses = [], []
+
+    def set_loss(self, loss_cfg):
+        self.losses.append(loss_cfg)
+
+    def train_step(self, batch):
+        self.batches.append(batch)
+        return {"entropy": 1.0, "train_seconds": 1.0, "tokens_per_s": 1.0}
+
+
+class FakeTokenizer:
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+        return [1, 100 + int(messages[-1]["content"])]
+
+
+def make_trainer(tmp_path, mode: str, staleness: int = 1, prompts: int = 2, *extra: str) -> Trainer:
+    cfg = load_config(None, [f"trainer.mode={mode}", f"trainer.max_staleness={staleness}",
+                             "rollout.samples_per_prompt=2", f"trainer.prompts_per_step={prompts}", *extra])
+    trainer = Trainer(cfg, tmp_path / "run")
+    rows = [PromptRow(uid=f"r{i}", messages=[{"role": "user", "content": str(i)}], answer="1") for i in range(10)]
+    trainer.stream = PromptStream(rows, batch_size=prompts, seed=0)
+    trainer.tokenizer, trainer.pad_id = FakeTokenizer(), 0
+    trainer.rollout = FakeRollout(samples=2)
+    trainer.pool, trainer.learner = FakePool(), FakeLearner()
+    trainer.pusher = FakePusher(trainer.rollout)
+    if mode == "async":
+        trainer.queue = RolloutQueue(trainer._draw, trainer._submit)
+    return trainer
+
+
+def trained_samples(trainer) -> list[int]:
+    """The fake rollout's number of every trained row (its unique response token)."""
+    return [int(t) - SAMPLE0 for b in trainer.learner.batches for t in b.input_ids[b.loss_mask > 0]]
+
+
+def test_sync_step_carries_episodes_from_rollout_to_the_batch(tmp_path):
+    trainer = make_trainer(tmp_path, "sync")
+    m = trainer.step()
+    (batch,) = trainer.learner.batches
+    # 2 prompts x 2 samples; rewards [0, 1] in each group -> GRPO advantages -+1/sqrt(2) = -+0.7071
+    assert batch.num_seqs == 4 and sorted(trained_samples(trainer)) == [0, 1, 2, 3]
+    assert sorted(round(float(a), 4) for a in batch.advantages[:, -1]) == [-0.7071, -0.7071, 0.7071, 0.7071]
+    assert batch.weight_version.tolist() == [0, 0, 0, 0]
+    assert batch.rollout_logprobs[:, -1].tolist() == [-0.5] * 4
+    assert m["reward/mean"] == 0.5 and m["step/weight_version"] == 1.0 and m["step/groups_trained"] == 2.0
+    assert m["rollout/staleness"] == 0.0
+    assert 0.0 <= m["role/learner_busy_frac"] <= 1.0 and 0.0 <= m["role/rollout_busy_frac"] <= 1.0
+
+
+@pytest.mark.parametrize("staleness", [1, 2])
+def test_async_staleness_is_bounded_and_every_sample_is_trained_once(tmp_path, staleness):
+    trainer = make_trainer(tmp_path, "async", staleness)
+    ages = []
+    orig = trainer.train
+
+    def record(groups):
+        ages.append(max(trainer.version - ep.weight_version for g in groups for ep in g))
+        return orig(groups)
+
+    trainer.train = record
+    steps = [trainer.step_async() for _ in range(6)]
+    # steady state: exactly `staleness` versions behind, never more, and nothing dropped
+    assert ages == [0] + [min(s, staleness) for s in range(1, 6)]
+    assert [m["staleness/max"] for m in steps] == [float(a) for a in ages]
+    assert all(m["staleness/dropped_groups"] == 0 for m in steps)
+    assert [m["buffer/depth"] for m in steps] == [float(staleness)] * 6
+    # 6 steps x 2 prompts x 2 samples, each trained once; everything generated was trained (the
+    # `staleness` requests still in flight have not run yet in this fake)
+    trained = trained_samples(trainer)
+    assert len(trained) == 24 and sorted(trained) == list(range(24))
+    assert len(trainer.queue) == staleness
+    assert [m["step/weight_version"] for m in steps] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+
+
+def test_async_drops_groups_older_than_the_bound(tmp_path):
+    trainer = make_trainer(tmp_path, "async", staleness=1)
+    trainer.step_async()
+    trainer.pusher.push()  # an extra version nobody trained for: the buffered request is now 2 behind
+    m = trainer.step_async()
+    # the 2 stale groups are dropped and the step refills nothing (no dynamic sampling): it trains none
+    assert m["staleness/dropped_groups"] == 2.0 and m["step/groups_trained"] == 0.0
+    assert "staleness/max" not in m and len(trainer.learner.batches) == 1
+    # stale_groups='keep' trains them (the loss's importance sampling corrects them)
+    keep = make_trainer(tmp_path, "async", staleness=1)
+    keep.cfg.trainer.stale_groups = "keep"
+    keep.step_async()
+    keep.pusher.push()
+    m = keep.step_async()
+    assert m["staleness/dropped_groups"] == 0.0 and m["step/groups_trained"] == 2.0 and m["staleness/max"] == 2.0
+
+
+def test_async_checkpoint_state_points_at_the_oldest_request_in_flight(tmp_path):
+    trainer = make_trainer(tmp_path, "async", staleness=2)
+    trainer.step_async()  # consumed request 0; requests 1 and 2 in flight
+    state = trainer._state()
+    assert state["request"] == 1
+    assert state["data"]["position"] == 2  # before request 1's rows (2 prompts per request)
+    # a restore forgets the requests in flight and draws their prompts again
+    trainer._load_state(state)
+    assert len(trainer.queue) == 0 and trainer.queue.next_index == 1 and trainer.stream.position == 2
+
+
+def test_held_out_pass_at_k_beside_greedy_pass_at_1(tmp_path):
+    trainer = make_trainer(tmp_path, "sync", 1, 2, "eval.pass_k=[1, 2]", "eval.samples_per_prompt=4")
+    trainer.eval_rows = trainer.stream.rows[:3]
+    m = trainer.evaluate()
+    # greedy: one sample (index 0) per prompt, wrong in the fake verifier; sampled: 4 per prompt, the
+    # odd ones right -> pass@1 = 2/4, pass@2 = 1 - C(2,2)/C(4,2) = 1 - 1/6
+    assert m["eval/accuracy"] == 0.0
+    assert m["eval/pass@1"] == pytest.approx(0.5) and m["eval/pass@2"] == pytest.approx(5 / 6)
+
+
+def test_entropy_controller_moves_the_learners_coefficient_each_step(tmp_path):
+    from orchestrator.entropy_control import actuator_value
+
+    trainer = make_trainer(tmp_path, "sync", 1, 2, "learner.loss={type: kl_cov, beta: 1.0}",
+                           "algorithm.entropy_control={enabled: true, actuator: kl_cov_beta, target: 1.5, "
+                           "bounds: [0.0, 4.0], kp: 0.5, ki: 0.1}", "eval.every_steps=0",
+                           "checkpoint.every_steps=0", "trainer.steps=50", "logging.plot=false")
+    from orchestrator.entropy_control import EntropyController
+
+    trainer.controller = EntropyController(trainer.cfg.algorithm.entropy_control, 1.0)
+    trainer.metrics = SimpleNamespace(log=lambda step, m: logged.append(m))
+    logged = []
+    trainer._advance()
+    trainer._advance()
+    # the fake learner measures entropy 1.0 < target 1.5: error 0.5 nats; in units of the range [0, 4]:
+    # x0 = 0.25, step 1: x = 0.25 + 0.5*0.5 + 0.1*0.5 = 0.55 -> beta 2.2; step 2: + 0.1*0.5 -> 0.60 -> 2.4
+    assert [actuator_value(c, "kl_cov_beta") for c in trainer.learner.losses] == pytest.approx([2.2, 2.4])
+    assert [m["entropy_control/actuator"] for m in logged] == pytest.approx([2.2, 2.4])
+    assert logged[0]["entropy_control/error"] == pytest.approx(0.5) and logged[0]["entropy_control/target"] == 1.5
+    assert trainer._state()["entropy_control"]["value"] == pytest.approx(2.4)
