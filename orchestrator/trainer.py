@@ -199,7 +199,7 @@ class Trainer:
                                     threads=self.layout.learner_threads)
         self.learner_nodes = bundle_nodes(self.learner.placement_group)
         self.placement = {"driver": driver_node(), "rollout": bundle_nodes(self.rollout.pg),
-                          "learner": self.learner_nodes, "layout": self.layout.name}
+                          "learner": self.learner_nodes}
         (self.run_dir / "placement.json").write_text(json.dumps(self.placement, indent=1))
         log.info("placement (node ids): driver %s, rollout %s, learner %s", self.placement["driver"][:8],
                  [n[:8] for n in self.placement["rollout"]], [n[:8] for n in self.learner_nodes])
