@@ -1,18 +1,22 @@
-"""Learner throughput and memory: seconds per train step, tokens/s, achieved GFLOP/s (6 * params *
+"""Learner throughput and memory: seconds per train step, tokens/s, effective GFLOP/s (6 * params *
 tokens per forward+backward) and peak RSS, for learner variants side by side in one run.
 
-    python bench/bench_learner.py [--model DIR] [--batch 16] [--micro 16] [--steps 2]
-                                  [--variants full,loss,loss+buckets]
+    python bench/bench_learner.py [--model DIR] [--batch 32] [--group 8] [--micro 16] [--steps 2]
+                                  [--variants full,loss,loss+buckets,packed]
 
 Variants (each in a fresh child process, so that its peak RSS is its own; see CHILD_ENV):
   full          the LM head on every position (the learner before logits were restricted to the
                 loss tokens), DeepSpeed's default ZeRO buckets (5e8 elements)
   loss          the LM head only where the loss reads a token, DeepSpeed's default buckets
   loss+buckets  the same with ZeRO buckets sized to the model (learner.zero_bucket_size='auto')
+  packed        the same, packed: each micro-batch as one row without padding, each distinct prompt
+                computed once (learner.packing, learner/packing.py; the three above run padded)
 
 The batch has the default job's shape: real arithmetic prompts through the chat template (about 55
-tokens with SmolLM2's) and random response tokens of 24..96 tokens (recipes/default.yaml's
-max_new_tokens is 96), right-padded, about 150 positions. Default model: the prepared SmolLM2-135M
+tokens with SmolLM2's), each repeated --group times (the job's samples per prompt), and random
+response tokens of 24..96 tokens (recipes/default.yaml's max_new_tokens is 96), right-padded, about
+150 positions. "positions" is what the model computes per step: B x L per padded micro-batch, the
+packed rows' lengths when packed. Default model: the prepared SmolLM2-135M
 (`forkrl models prepare smollm2-135m`). One rank without Ray, on CPU (DS_ACCELERATOR=cpu) unless
 a GPU is given.
 """
@@ -30,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VARIANTS = ("full", "loss", "loss+buckets")
+VARIANTS = ("full", "loss", "loss+buckets", "packed")
 # glibc keeps freed blocks below its (adaptive, up to 32 MiB) mmap threshold in its heap, so a CPU
 # process's RSS shows the allocator's history (activations are a few MiB each) more than the live
 # tensors. A fixed 1 MiB threshold returns every larger block to the OS when freed: RSS then tracks
@@ -39,7 +43,7 @@ CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
 DEEPSPEED_DEFAULT_BUCKET = 500_000_000
 
 
-def make_batch(model_path: str, batch: int, seed: int = 0):
+def make_batch(model_path: str, batch: int, group: int = 1, seed: int = 0):
     import torch
     from transformers import AutoConfig
 
@@ -48,7 +52,8 @@ def make_batch(model_path: str, batch: int, seed: int = 0):
 
     vocab = AutoConfig.from_pretrained(model_path).vocab_size
     g = torch.Generator().manual_seed(seed)
-    prompts = arithmetic_prompt_ids(model_path, batch)
+    distinct = arithmetic_prompt_ids(model_path, -(-batch // group))
+    prompts = [distinct[i // group] for i in range(batch)]
     lengths = torch.randint(24, 97, (batch,), generator=g).tolist()
     width = max(len(p) + r for p, r in zip(prompts, lengths))
     ids = torch.zeros(batch, width, dtype=torch.long)
@@ -110,12 +115,19 @@ def run_variant(args, variant: str) -> dict:
     from learner.config import LearnerConfig
     from learner.worker import LearnerWorker
 
+    from learner.packing import plan_packing
+
     cls = full_logits_worker_class() if variant == "full" else LearnerWorker
-    bucket = "auto" if variant == "loss+buckets" else DEEPSPEED_DEFAULT_BUCKET
+    bucket = "auto" if variant in ("loss+buckets", "packed") else DEEPSPEED_DEFAULT_BUCKET
     cfg = LearnerConfig(micro_batch_size=args.micro, zero_stage=args.zero, lr=1e-6, zero_bucket_size=bucket,
-                        gpus_per_rank=1 if torch.cuda.is_available() else 0)
+                        packing=variant == "packed", gpus_per_rank=1 if torch.cuda.is_available() else 0)
     worker = cls(cfg, args.model)
-    batch = make_batch(args.model, args.batch)
+    if worker.packing != (variant == "packed"):
+        raise SystemExit(f"variant {variant}: the worker's packing is {worker.packing}")
+    batch = make_batch(args.model, args.batch, args.group)
+    mbs = batch.micro_batches(args.micro)
+    positions = (sum(plan_packing(mb.input_ids, mb.attention_mask, mb.loss_mask[:, 1:] > 0).num_positions
+                     for mb in mbs) if worker.packing else sum(mb.input_ids.numel() for mb in mbs))
     worker.train_step(batch)  # warm-up (allocator, first-step optimizer state)
     after_warmup = rss_mib()
     step_peak = reset_peak_rss()
@@ -125,7 +137,7 @@ def run_variant(args, variant: str) -> dict:
         worker.train_step(batch)
         times.append(time.perf_counter() - start)
     return {"variant": variant, "times": times, "tokens": batch.num_tokens,
-            "loss_tokens": batch.num_loss_tokens, "positions": batch.input_ids.numel(),
+            "loss_tokens": batch.num_loss_tokens, "positions": positions,
             "params": worker.param_stats()["num_params"], "vocab": worker.engine.module.config.vocab_size,
             "dtype": worker.dtype_name, "bucket": worker.ds_config["zero_optimization"]["reduce_bucket_size"],
             "rss_after_warmup_mib": after_warmup, "peak_rss_mib": peak_rss_mib(), "step_peak": step_peak,
@@ -136,7 +148,8 @@ def run_variant(args, variant: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model dir or alias (default: smollm2-135m)")
-    parser.add_argument("--batch", type=int, default=16, help="sequences per train step")
+    parser.add_argument("--batch", type=int, default=32, help="sequences per train step")
+    parser.add_argument("--group", type=int, default=8, help="samples per prompt (rows sharing a prompt)")
     parser.add_argument("--micro", type=int, default=16, help="micro-batch size")
     parser.add_argument("--steps", type=int, default=2, help="timed steps (after one warm-up)")
     parser.add_argument("--zero", type=int, default=2, help="ZeRO stage")
@@ -155,7 +168,8 @@ def main() -> None:
     for variant in args.variants.split(","):
         if variant not in VARIANTS:
             raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
-        cmd = [sys.executable, __file__, "--model", args.model, "--batch", str(args.batch), "--micro",
+        cmd = [sys.executable, __file__, "--model", args.model, "--batch", str(args.batch), "--group",
+               str(args.group), "--micro",
                str(args.micro), "--steps", str(args.steps), "--zero", str(args.zero), "--variant", variant]
         out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **CHILD_ENV))
         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -166,14 +180,14 @@ def main() -> None:
     first = results[0]
     print(f"model      {args.model} ({first['params'] / 1e6:.1f}M params, vocab {first['vocab']}, "
           f"dtype {first['dtype']}, ZeRO-{args.zero}, {first['threads']} threads)")
-    print(f"batch      {args.batch} seqs x {first['positions'] // args.batch} positions, micro-batch "
-          f"{args.micro}: {first['tokens']} real tokens, {first['loss_tokens']} loss tokens")
+    print(f"batch      {args.batch} seqs ({args.group} per prompt), micro-batch {args.micro}: "
+          f"{first['tokens']} real tokens, {first['loss_tokens']} loss tokens")
     peak = "peak RSS (steps)" if all(r["step_peak"] for r in results) else "peak RSS (process)"
-    print(f"{'variant':<14} {'s/step (median)':>15} {'all steps':>18} {'tokens/s':>9} {'GFLOP/s':>8} "
+    print(f"{'variant':<14} {'positions':>9} {'s/step (median)':>15} {'all steps':>18} {'tokens/s':>9} {'GFLOP/s':>8} "
           f"{'bucket':>11} {'RSS warm':>9} {peak:>18}")
     for r in results:
         median = statistics.median(r["times"])
-        print(f"{r['variant']:<14} {median:>15.2f} {', '.join(f'{t:.2f}' for t in r['times']):>18} "
+        print(f"{r['variant']:<14} {r['positions']:>9} {median:>15.2f} {', '.join(f'{t:.2f}' for t in r['times']):>18} "
               f"{r['tokens'] / median:>9.0f} {6 * r['params'] * r['tokens'] / median / 1e9:>8.1f} "
               f"{r['bucket']:>11,} {r['rss_after_warmup_mib']:>7.0f}Mi {r['peak_rss_mib']:>16.0f}Mi")
     print("note: shared CPUs make single steps noisy; rerun before trusting a small difference")

@@ -1,12 +1,16 @@
-"""The default recipe in three layouts, one after the other on one machine, same seed and steps:
+"""The default recipe in three layouts (and a baseline), one after the other on one machine, same
+seed and steps:
 
+    sync-split-padded  sync-split with learner.packing=false: the lock-step loop as it was before the
+                    learner packed its micro-batches (the baseline "today" of issue 8's target)
     sync-split      trainer.mode=sync  trainer.layout=split       (lock-step, each role its own cores)
     sync-colocated  trainer.mode=sync  trainer.layout=colocated   (roles take turns, each phase all cores)
     async-split     trainer.mode=async trainer.layout=split       (rollout overlaps training)
 
 Per mode: seconds per step (median of the steps after the first, min/max), steps per hour, the mean
 fraction of wall time each role is busy (`role/*_busy_frac`), and the held-out `eval/accuracy` at the
-end. Against the issue-8 targets: sync-colocated <= 0.6x sync-split's seconds per step; async steps/h
+end. Against the issue-8 targets: sync-colocated <= 0.6x sync-split's seconds per step (printed against
+both sync-split rows: the same code's, and the padded baseline's); async steps/h
 >= 0.9 x the ideal overlap, i.e. sync-split's steps/h x (gen + train) / max(gen, train) with gen and
 train the median `time/generate` and `time/train` of the sync-split run.
 
@@ -31,6 +35,7 @@ from pathlib import Path
 from benchlib import ROOT, recipe_path, run_forkrl_job, step_stats
 
 MODES: dict[str, list[str]] = {
+    "sync-split-padded": ["trainer.mode=sync", "trainer.layout=split", "learner.packing=false"],
     "sync-split": ["trainer.mode=sync", "trainer.layout=split"],
     "sync-colocated": ["trainer.mode=sync", "trainer.layout=colocated"],
     "async-split": ["trainer.mode=async", "trainer.layout=split"],
@@ -100,7 +105,7 @@ def verdict(ok: bool, value: float) -> str:
 
 def report(res: dict[str, dict], notes: dict[str, str], args, wall: float, n_eval: int) -> list[str]:
     lines = [
-        "# Training modes on one machine: sync-split vs sync-colocated vs async-split",
+        "# Training modes on one machine: sync-split (padded learner, and packed) vs sync-colocated vs async-split",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs. Recipe {os.path.relpath(args.recipe, ROOT)}"
         + (f" with {' '.join(args.override)}" if args.override else "")
@@ -133,6 +138,11 @@ def report(res: dict[str, dict], notes: dict[str, str], args, wall: float, n_eva
             c = res["sync-colocated"]["s_step"] / base["s_step"]
             lines.append(f"- sync-colocated / sync-split seconds per step: {fmt(c)} (target <= 0.60: "
                          f"{verdict(c <= 0.6, c)}).")
+            padded = res.get("sync-split-padded")
+            if padded and padded["s_step"] == padded["s_step"]:
+                c0 = res["sync-colocated"]["s_step"] / padded["s_step"]
+                lines.append(f"- sync-colocated / sync-split-padded (the lock-step loop before packing) seconds "
+                             f"per step: {fmt(c0)} (target <= 0.60: {verdict(c0 <= 0.6, c0)}).")
         if "async-split" in res:
             a = res["async-split"]["steps_per_h"]
             target = 0.9 * base["steps_per_h"] * ideal

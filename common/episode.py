@@ -31,7 +31,10 @@ class Episode:
     prompt_id: str = ""
     """The orchestrator's id of the prompt row (PromptRow.uid); set when the group is formed."""
     reward: Optional[float] = None
-    """The shaped reward (verifier score plus any overlong penalty); None until verified."""
+    """The verifier's raw reward (rewards.types.Score.reward: the math/code scorers' value in [0, 1], or
+    what a user reward function returned); None until verified. No shaping is written here: the overlong
+    penalty (algorithm.overlong.mode='penalty') is added only to the rewards the advantages are
+    computed from (Trainer.advantages), so reward/* metrics and dynamic sampling see the raw score."""
     correct: Optional[bool] = None
     extracted: Optional[str] = None
     """The answer the verifier extracted (math), so samples can be clustered by meaning."""
@@ -54,12 +57,16 @@ Group = list[Episode]
 
 def group_by_prompt(episodes: list[Episode], prompt_ids: list[str]) -> list[Group]:
     """Split a request's Episodes into one Group per prompt (in prompt order) and stamp each Episode
-    with its prompt's id. Every prompt must have at least one Episode."""
+    with its prompt's id. Every prompt must have at least one Episode.
+
+    A prompt_index outside [0, len(prompt_ids)) is an error, a negative one included: Python's
+    wrap-around would file the Episode under a prompt counted from the end, verify it against
+    another prompt's answer and train it with that group's advantage."""
     groups: list[Group] = [[] for _ in prompt_ids]
     for ep in episodes:
         if not 0 <= ep.prompt_index < len(prompt_ids):
-            raise ValueError(f"episode prompt_index {ep.prompt_index} outside the request's "
-                             f"{len(prompt_ids)} prompts")
+            raise ValueError(f"episode sample_index {ep.sample_index} has prompt_index {ep.prompt_index}, "
+                             f"outside the request's {len(prompt_ids)} prompts [0, {len(prompt_ids)})")
         ep.prompt_id = prompt_ids[ep.prompt_index]
         groups[ep.prompt_index].append(ep)
     empty = [prompt_ids[i] for i, g in enumerate(groups) if not g]

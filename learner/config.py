@@ -73,6 +73,12 @@ class LearnerConfig(BaseModel):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward (less memory, ~30% more compute)."
     )
+    packing: bool = Field(
+        True, description="Pack each micro-batch into one row without padding and compute each "
+        "distinct prompt once (its samples read its keys and values; learner/packing.py). Exact up to "
+        "float summation order. Used where the model allows it (sdpa or eager attention, no sliding "
+        "window, no gradient checkpointing); elsewhere the padded path runs and the log says why.",
+    )
     logprob_chunk_size: int = Field(
         128, ge=1, description="Rows of logits per chunk in the fused log-prob/entropy kernel: each "
         "float32 temporary holds rows x vocab (128 x 49152 = 24 MiB for SmolLM2), and a few live at "

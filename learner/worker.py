@@ -32,6 +32,7 @@ from learner.config import LearnerConfig
 from learner.entropy import token_logprobs_and_entropy
 from learner.loss_config import PolicyLossConfig
 from learner.losses import LossInputs, compute_policy_loss
+from learner.packing import packed_logprobs_and_entropy, packing_supported
 from learner.types import TrainBatch
 
 
@@ -230,6 +231,12 @@ class LearnerWorker:
                                           sum(p.numel() for p in model.parameters()))
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                                config=self.ds_config)
+        why_not = "off in the config" if not cfg.packing else (
+            "gradient checkpointing drops the prefix's KV cache" if cfg.gradient_checkpointing
+            else packing_supported(model.config))
+        self.packing = not why_not
+        if rank == 0:
+            print(f"[learner] packed forward: {'on' if self.packing else 'off (' + why_not + ')'}", flush=True)
         self.ref = None
         if cfg.ref_model:
             self.ref = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
@@ -240,12 +247,19 @@ class LearnerWorker:
                  positions: str = "loss"):
         """(logprobs, entropy) of input_ids[:, 1:] given the prefix, both [B, L-1], computed where
         `positions` says and 0 elsewhere: "loss" = the loss tokens (all the loss and its metrics
-        read), "real" = every real token (compute_logprobs: callers compare prompt log-probs too)."""
+        read), "real" = every real token (compute_logprobs: callers compare prompt log-probs too).
+        "loss" runs packed when `self.packing` (each distinct prompt once, no padding); "real" always
+        runs padded, as it wants every position and shares nothing."""
         ids = mb.input_ids.to(self.device)
         attn = mb.attention_mask.to(self.device)
         wanted = mb.loss_mask if positions == "loss" else mb.attention_mask
         hf_model = self.engine.module if model is self.engine else model
         with torch.set_grad_enabled(grad):
+            if self.packing and positions == "loss":  # "real": every position wanted, nothing shared
+                return packed_logprobs_and_entropy(
+                    model, hf_model, ids, attn,
+                    wanted[:, 1:].to(self.device) > 0, mb.temperature, self.cfg.logprob_chunk_size,
+                    self.dtype, self.device, entropy_grad=entropy_grad)
             return selected_logprobs_and_entropy(
                 model, hf_model.get_output_embeddings(), ids, attn, wanted[:, 1:].to(self.device) > 0,
                 mb.temperature, self.cfg.logprob_chunk_size, entropy_grad=entropy_grad)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
 
 Actuator = Literal["kl_cov_beta", "clip_cov_ratio", "forking_rho", "entropy_coef"]
 
@@ -49,7 +49,9 @@ _HARD_LIMITS: dict[str, tuple[float, float, bool]] = {
     "entropy_coef": (0.0, math.inf, False),
 }
 
-SchedulePoint = tuple[Annotated[int, Field(ge=0)], Annotated[float, Field(ge=0)]]
+Entropy = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+"""A target entropy in nats: finite (an infinite target makes the error, hence the actuator, inf or nan)."""
+SchedulePoint = tuple[Annotated[int, Field(ge=0)], Entropy]
 
 
 class EntropyControlConfig(BaseModel):
@@ -58,7 +60,7 @@ class EntropyControlConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(False, description="Adjust the actuator every step from the measured policy entropy.")
-    target: Union[Annotated[float, Field(ge=0)], list[SchedulePoint]] = Field(1.0, description=(
+    target: Union[Entropy, list[SchedulePoint]] = Field(1.0, description=(
         "Target token-mean policy entropy in nats (the learner's policy/entropy): a constant, or a "
         "schedule [[step, value], ...] with increasing steps, linearly interpolated between points and "
         "held flat before the first and after the last."))
@@ -66,12 +68,12 @@ class EntropyControlConfig(BaseModel):
         "Loss coefficient the controller moves: kl_cov_beta (learner.loss.beta, type kl_cov), "
         "clip_cov_ratio (learner.loss.ratio, type clip_cov), forking_rho (learner.loss.forking.rho, any "
         "type with forking set) or entropy_coef (learner.loss.entropy_coef, any type)."))
-    bounds: Optional[tuple[float, float]] = Field(None, description=(
-        "[min, max] of the actuator, required when enabled: the controller never leaves them. Within the "
-        "loss field's own limits (rho in (0, 1], ratio in [0, 1], beta and entropy_coef >= 0)."))
-    kp: float = Field(0.5, ge=0, description=(
+    bounds: Optional[tuple[FiniteFloat, FiniteFloat]] = Field(None, description=(
+        "[min, max] of the actuator, required when enabled: the controller never leaves them. Finite, and "
+        "within the loss field's own limits (rho in (0, 1], ratio in [0, 1], beta and entropy_coef >= 0)."))
+    kp: float = Field(0.5, ge=0, allow_inf_nan=False, description=(
         "Proportional gain: fraction of the bounds' range moved per nat of error."))
-    ki: float = Field(0.1, ge=0, description=(
+    ki: float = Field(0.1, ge=0, allow_inf_nan=False, description=(
         "Integral gain: fraction of the range moved per nat of error summed over steps (removes the "
         "steady-state offset a P controller leaves)."))
 
@@ -103,13 +105,16 @@ class EntropyControlConfig(BaseModel):
 
 
 def target_at(target: Union[float, list[tuple[int, float]]], step: int) -> float:
-    """The target entropy at ``step``: the constant, or the schedule interpolated linearly."""
+    """The target entropy at ``step``: the constant, or the schedule interpolated linearly.
+
+    At a schedule point the value is the point's own, exactly: a point is answered by the segment it
+    starts (or, the last one, by itself), where the interpolation adds an exact 0; from the segment it
+    ends, v0 + (v1 - v0) (s1 - s0) / (s1 - s0) can miss v1 by an ulp or two."""
     if not isinstance(target, list):
         return float(target)
-    if step <= target[0][0]:
-        return float(target[0][1])
+    step = max(step, target[0][0])  # held flat before the first point
     for (s0, v0), (s1, v1) in zip(target, target[1:]):
-        if step <= s1:
+        if step < s1:
             return v0 + (v1 - v0) * (step - s0) / (s1 - s0)
     return float(target[-1][1])
 

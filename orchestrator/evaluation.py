@@ -32,7 +32,10 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     Computed as ``1 - prod_{i = n-c+1}^{n} (1 - k / i)`` (Chen et al. 2021, Codex paper, Fig. 3):
     the binomials overflow floats for large n (C(200, 100) ~ 9e58) while the product of c factors in
     [0, 1] does not. When fewer than k samples are wrong (n - c < k) every k-subset holds a correct
-    one, so the estimate is exactly 1. pass@1 reduces to c / n, the mean per-sample accuracy.
+    one, so the estimate is exactly 1, returned directly: the product would hold the factor
+    1 - k / k = 0, but its factors 1 - k / i for i < k are negative and up to k - 1 in size, and for
+    k above ~1030 their running product can overflow to inf before reaching it (inf * 0 = nan).
+    pass@1 reduces to c / n, the mean per-sample accuracy.
     """
     if n < 1:
         raise ValueError(f"pass_at_k needs at least one sample, got n={n}")
@@ -50,14 +53,16 @@ def group_correct(prompt_indices: Sequence[int], correct: Sequence[bool], num_pr
 
     ``prompt_indices[j]`` is the prompt sample j answers (the rollout's ``Generation.prompt_index``)
     and ``correct[j]`` its verdict. Every prompt must have at least one sample: a prompt that the
-    engine dropped would otherwise vanish from the average and raise the score.
+    engine dropped would otherwise vanish from the average and raise the score. An index outside
+    [0, num_prompts), a negative one included, is an error (Python's wrap-around would credit the
+    sample to a prompt counted from the end).
     """
     if len(prompt_indices) != len(correct):
         raise ValueError(f"{len(prompt_indices)} prompt indices for {len(correct)} verdicts")
     out: list[list[bool]] = [[] for _ in range(num_prompts)]
-    for p, ok in zip(prompt_indices, correct):
+    for j, (p, ok) in enumerate(zip(prompt_indices, correct)):
         if not 0 <= p < num_prompts:
-            raise ValueError(f"prompt index {p} outside [0, {num_prompts})")
+            raise ValueError(f"sample {j}: prompt index {p} outside [0, {num_prompts})")
         out[p].append(bool(ok))
     missing = [p for p, g in enumerate(out) if not g]
     if missing:

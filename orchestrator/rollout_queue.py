@@ -42,17 +42,14 @@ class RolloutQueue:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def fill(self, depth: int) -> int:
-        """Submit new requests until `depth` are in flight; returns how many were submitted."""
-        added = 0
+    def fill(self, depth: int) -> None:
+        """Submit new requests, oldest index first, until `depth` are in flight."""
         while len(self._queue) < depth:
             rows, state = self._draw()
             req = Request(self.next_index, rows, state)
             self.next_index += 1
             req.handle = self._submit(req)
             self._queue.append(req)
-            added += 1
-        return added
 
     def pop(self) -> Request:
         """The oldest request (the caller waits on its handle)."""
@@ -75,8 +72,7 @@ class RolloutQueue:
             req.handle = self._submit(req)
             self._queue.append(req)
 
-    def clear(self) -> list[Request]:
-        """Forget every request in flight (a checkpoint was restored: the stream rewinds to its state)."""
-        dropped = list(self._queue)
+    def clear(self) -> None:
+        """Forget every request in flight (a checkpoint was restored: the stream rewinds to its state).
+        `next_index` is left alone: the caller sets it."""
         self._queue.clear()
-        return dropped

@@ -164,10 +164,13 @@ class Trainer:
                                    wandb_mode=cfg.logging.wandb_mode, config=cfg.model_dump(mode="json"))
 
         connect_ray(cfg)
+        import ray
+
         self.layout = resolve_layout(cfg.trainer.layout, cfg.trainer.mode,
                                      on_gpu=bool(cfg.rollout.gpus_per_actor or cfg.learner.gpus_per_rank),
                                      joins_cluster=bool(cfg.cluster.address or os.environ.get("RAY_ADDRESS")),
-                                     node_cpus=os.cpu_count() or 1)
+                                     node_cpus=os.cpu_count() or 1,
+                                     alive_nodes=sum(1 for n in ray.nodes() if n["Alive"]))
         log.info("mode %s, layout %s (threads: rollout %s, learner %s); starting %d verifier(s), %d rollout "
                  "actor(s), %d learner rank(s)", cfg.trainer.mode, self.layout.name, self.layout.rollout_threads
                  or "bundle", self.layout.learner_threads or "bundle", cfg.reward.num_workers,

@@ -89,6 +89,15 @@ def test_target_schedule_interpolates_and_holds(step, want):
     assert target_at([(0, 1.5), (100, 0.5)], step) == pytest.approx(want)
 
 
+def test_target_is_exact_at_every_schedule_point():
+    """The point's own value, not v0 + (v1 - v0) (s1 - s0) / (s1 - s0): 0.1 + 0.4 * 3 / 3 is
+    0.5000000000000001 and 1.5 + (0.1 - 1.5) * 1 / 1 is 0.10000000000000009."""
+    sched = [(0, 0.1), (3, 0.5), (10, 0.2)]
+    assert [target_at(sched, s) for s in (0, 3, 10)] == [0.1, 0.5, 0.2]
+    assert target_at([(0, 1.5), (1, 0.1)], 1) == 0.1
+    assert [target_at([(5, 0.3)], s) for s in (0, 5, 9)] == [0.3, 0.3, 0.3]  # one point: flat
+
+
 def test_target_before_the_first_point_and_constant():
     assert target_at([(10, 2.0), (20, 1.0)], 5) == 2.0
     assert target_at([(10, 2.0), (20, 1.0)], 15) == 1.5
@@ -106,6 +115,40 @@ def test_bumpless_start_and_forking_rho_moves_the_other_way():
 
 def test_initial_value_outside_the_bounds_is_clamped():
     assert ctl(bounds=(0.001, 0.01), initial=0.0, target=1.0).update(0, 1.0) == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize("initial, want", [(0.375, 0.375), (2.0, 0.75), (0.0, 0.25)])
+def test_value_before_the_first_update_is_the_clamped_initial(initial, want):
+    """Bounds [0.25, 0.75]: x0 = (0.375 - 0.25) / 0.5 = 0.25 and 0.25 + 0.5 * 0.25 = 0.375 (exact in
+    binary); 2.0 and 0.0 clamp to the bounds. A first step that measures nothing holds this value."""
+    c = ctl(actuator="kl_cov_beta", bounds=(0.25, 0.75), initial=initial, target=1.0)
+    assert c.value == want and c.metrics()["entropy_control/actuator"] == want
+    assert c.state_dict() == {"integral": 0.0, "value": want, "updates": 0, "actuator": "kl_cov_beta"}
+    assert c.update(0, float("nan")) == want
+
+
+def test_zero_integral_gain_is_a_p_controller():
+    """ki = 0: nothing is integrated (and nothing divides by ki). Bounds [0, 1], x0 0.5, kp 0.5, target 1:
+    H 0.5 -> e 0.5, x = 0.5 + 0.25 = 0.75; H 1.5 -> e -0.5, x = 0.25; H 5 -> e -4, x = 0.5 - 2 -> 0;
+    H 1 -> e 0, x = 0.5 (no offset is remembered)."""
+    c = ctl(bounds=(0.0, 1.0), initial=0.5, target=1.0, kp=0.5, ki=0.0)
+    assert [c.update(i, h) for i, h in enumerate([0.5, 1.5, 5.0, 1.0])] == [0.75, 0.25, 0.0, 0.5]
+    assert c.integral == 0.0 and c.updates == 4
+
+
+def test_resumed_integral_is_brought_back_inside_the_range():
+    """A checkpoint's integral term can exceed the range of a run that resumes with another starting
+    value: saved with ki I = 0.1 * 10 = 1 (a run from x0 = 0 held at its max), resumed with x0 = 0.5.
+    Bounds [0, 1], kp 0.5, ki 0.1, target 1.
+    step 0: H 0.8, e 0.2: before = 0.5 + 0.1 + 1 = 1.6 is past the max, nothing integrated; I is cut
+      to (1 - x0) / ki = 5 and x = 0.5 + 0.1 + 0.5 -> 1.
+    step 1: H 1.4, e -0.4: before = 0.5 - 0.2 + 0.5 = 0.8, all of e integrated: I 4.6,
+      x = 0.5 - 0.2 + 0.46 = 0.76: it leaves the max at once (with I left at 10 it would stay there)."""
+    c = ctl(bounds=(0.0, 1.0), initial=0.5, target=1.0)
+    c.load_state_dict({"integral": 10.0, "value": 1.0, "updates": 50, "actuator": "entropy_coef"})
+    assert c.update(50, 0.8) == 1.0 and c.integral == 5.0
+    assert c.update(51, 1.4) == pytest.approx(0.76, abs=1e-12)
+    assert c.integral == pytest.approx(4.6, abs=1e-12)
 
 
 def test_nan_entropy_holds_the_actuator():
@@ -178,6 +221,11 @@ def test_actuator_exists_only_on_its_loss(loss, actuator, problem):
     (dict(target=[(0, 1.0), (0, 0.5)]), "steps must increase strictly"),
     (dict(target=[]), "at least one"),
     (dict(target=-0.1), "greater than or equal to 0"),
+    (dict(target=math.inf), "finite number"),
+    (dict(target=[(0, 1.0), (5, math.inf)]), "finite number"),
+    (dict(kp=math.inf), "finite number"),
+    (dict(ki=math.nan), "finite number"),
+    (dict(actuator="kl_cov_beta", bounds=(0.0, math.inf)), "finite number"),
     (dict(kp=-1.0), "greater than or equal to 0"),
     (dict(ki=-1.0), "greater than or equal to 0"),
     (dict(actuator="temperature"), "actuator"),
@@ -203,3 +251,11 @@ def test_job_config_wires_the_section_and_its_rule():
     with pytest.raises(ConfigError, match="actuator='forking_rho' needs learner.loss.forking set"):
         load_config(None, ["algorithm.entropy_control={enabled: true, actuator: forking_rho, bounds: [0.1, 1]}"])
     assert load_config(None).algorithm.entropy_control.enabled is False
+
+
+def test_a_disabled_section_without_bounds_is_kept():
+    """Validated inside the job config (not through __init__), the section is what its validator
+    returns: a disabled section without bounds must come back whole."""
+    ec = load_config(None, ["algorithm.entropy_control={target: 0.8, kp: 0.3}"]).algorithm.entropy_control
+    assert (ec.enabled, ec.target, ec.kp, ec.bounds) == (False, 0.8, 0.3, None)
+    assert EntropyControlConfig.model_validate({"target": [[0, 1.0]]}).target == [(0, 1.0)]

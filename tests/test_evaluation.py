@@ -17,6 +17,8 @@ from orchestrator.evaluation import group_correct, pass_at_k, pass_at_k_metrics,
     (4, 0, 2, 0.0),                # nothing correct: 0 whatever k
     (8, 1, 8, 1.0),                # n - c = 7 < k = 8: every 8-subset holds the correct one
     (8, 8, 1, 1.0),
+    (1, 0, 1, 0.0),                # one sample: pass@1 is its verdict
+    (1, 1, 1, 1.0),
     (200, 1, 100, 0.5),            # 1 - C(199,100)/C(200,100) = 1 - 100/200
     (200, 2, 100, 1 - 9900 / 39800),  # 1 - (100 * 99)/(200 * 199) = 0.75125628...
 ])
@@ -30,6 +32,14 @@ def test_pass_at_k_is_stable_where_the_binomials_overflow():
     assert pass_at_k(2000, 1000, 1000) == 1.0
     assert pass_at_k(2000, 1, 1000) == pytest.approx(0.5, abs=1e-12)
     assert math.isfinite(pass_at_k(2000, 3, 700))
+
+
+@pytest.mark.parametrize("n, c, k", [(1100, 1100, 1100), (2000, 2000, 1031), (2000, 1999, 1500)])
+def test_pass_at_k_is_1_without_the_product_when_fewer_than_k_are_wrong(n, c, k):
+    """n - c < k: exactly 1. The product form would hold a zero factor (i = k) but its earlier factors
+    1 - k/i (i < k) are negative and large, and their running product overflows to inf first: inf * 0
+    is nan. The early return is what keeps these finite."""
+    assert pass_at_k(n, c, k) == 1.0
 
 
 @pytest.mark.parametrize("n, c, k, match", [
@@ -75,7 +85,8 @@ def test_group_correct_regroups_a_flat_list_in_any_order():
 
 @pytest.mark.parametrize("indices, correct, n, match", [
     ([0, 1], [True], 2, "2 prompt indices for 1 verdicts"),
-    ([0, 2], [True, True], 2, "prompt index 2 outside"),
+    ([0, 2], [True, True], 2, r"sample 1: prompt index 2 outside \[0, 2\)"),
+    ([0, -1], [True, True], 2, r"sample 1: prompt index -1 outside \[0, 2\)"),  # no wrap-around to prompt 1
     ([0, 0], [True, True], 2, "1 prompts have no sample, e.g. \\[1\\]"),
 ])
 def test_group_correct_refuses_bad_input(indices, correct, n, match):
