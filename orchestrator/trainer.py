@@ -530,9 +530,13 @@ class Trainer:
         from orchestrator.batching import pack_batch
 
         episodes = [ep for g in groups for ep in g]
-        # Similar lengths share a micro-batch, so each is trimmed of less padding (measured ~1.4x fewer
-        # tokens through the model on the default job); token-mean losses do not depend on row order.
-        episodes.sort(key=lambda ep: len(ep.prompt_ids) + len(ep.response_ids))
+        # Packed learner (learner.packing): groups stay whole and in order, so a micro-batch holds every
+        # sample of its prompts and each prompt is computed once (with G = 8 and micro-batches of 16,
+        # two whole groups each). Padded learner: similar lengths share a micro-batch, so each is
+        # trimmed of less padding (measured ~1.4x fewer tokens through the model on the default job).
+        # Token-mean losses do not depend on row order.
+        if not self.cfg.learner.packing:
+            episodes.sort(key=lambda ep: len(ep.prompt_ids) + len(ep.response_ids))
         batch = pack_batch(episodes, self.pad_id, self.cfg.rollout.temperature,
                            mask_truncated=self.cfg.algorithm.overlong.mode == "mask")
         with self._learner_phase():

@@ -222,3 +222,27 @@ def test_entropy_controller_moves_the_learners_coefficient_each_step(tmp_path):
     assert [m["entropy_control/actuator"] for m in logged] == pytest.approx([2.2, 2.4])
     assert logged[0]["entropy_control/error"] == pytest.approx(0.5) and logged[0]["entropy_control/target"] == 1.5
     assert trainer._state()["entropy_control"]["value"] == pytest.approx(2.4)
+
+
+@pytest.mark.parametrize("packing,expected", [(True, [0, 0, 1, 1]), (False, [0, 1, 0, 1])])
+def test_rows_keep_groups_together_for_the_packed_learner(tmp_path, packing, expected):
+    """The packed learner computes a prompt once per micro-batch only if its samples share one: groups
+    go to it whole and in order. The padded learner gets rows sorted by length (less padding)."""
+    trainer = make_trainer(tmp_path, "sync", 1, 2, f"learner.packing={str(packing).lower()}")
+    lengths = iter([3, 1, 2, 4])  # prompt 0's two samples, then prompt 1's
+    collect = trainer.rollout.collect
+
+    def varied(task):
+        out = collect(task)
+        for ep in out["episodes"]:
+            n = next(lengths)
+            ep.response_ids, ep.logprobs = list(ep.response_ids) * n, list(ep.logprobs) * n
+        return out
+
+    trainer.rollout.collect = varied
+    trainer.step()
+    (batch,) = trainer.learner.batches
+    prompts = batch.input_ids[:, 1].tolist()  # FakeTokenizer: [1, 100 + the prompt's number]
+    order = list(dict.fromkeys(prompts))  # label groups by first appearance: 0, 1
+    assert [order.index(p) for p in prompts] == expected
+    assert sorted(batch.attention_mask.sum(1).tolist()) == [3, 4, 5, 6]  # 2 prompt tokens + 1..4
