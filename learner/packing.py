@@ -182,9 +182,15 @@ def packing_supported(config) -> str:
     impl = config._attn_implementation
     if impl not in ("sdpa", "eager"):
         return f"attention implementation {impl!r} does not take a custom 4D mask (sdpa and eager do)"
-    window = config.to_dict().get("sliding_window")
+    cfg = config.to_dict()
+    window = cfg.get("sliding_window")
     if window is not None:
         return f"sliding_window={window}: a custom 4D mask would bypass the window"
+    rope = [cfg.get("rope_scaling") or {}, cfg.get("rope_parameters") or {}]
+    rope += [v for r in rope for v in r.values() if isinstance(v, dict)]  # per layer type
+    for kind in {r.get("rope_type") or r.get("type") for r in rope} & {"dynamic", "longrope"}:
+        return (f"rope_type {kind!r} rescales by the length of each forward: the prefix row and the "
+                "response bins would get other frequencies than the whole sequence")
     return ""
 
 

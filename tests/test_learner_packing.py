@@ -208,6 +208,12 @@ def test_packing_refused_where_a_4d_mask_would_be_wrong():
     mistral = MistralConfig(sliding_window=4096)
     mistral._attn_implementation = "sdpa"
     assert "sliding_window=4096" in packing_supported(mistral)
+    for kind, ok in (("dynamic", False), ("longrope", False), ("linear", True), ("llama3", True)):
+        extra = {"original_max_position_embeddings": 64, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                 "short_factor": [1.0] * 32, "long_factor": [1.0] * 32}
+        scaled = LlamaConfig(rope_scaling={"rope_type": kind, "factor": 2.0, **extra})
+        scaled._attn_implementation = "sdpa"
+        assert (packing_supported(scaled) == "") is ok, (kind, packing_supported(scaled))
 
 
 def test_worker_step_packed_equals_padded(tiny_model_dir):
