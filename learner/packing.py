@@ -81,6 +81,8 @@ def plan_packing(input_ids: torch.Tensor, attention_mask: torch.Tensor, where: t
     Positions the wanted logits do not depend on (after l, padding) are never computed. Segments
     go whole into bins of `bin_tokens` (see BIN_TOKENS).
     """
+    # Planning is index bookkeeping: on the CPU (one transfer, not a device sync per row).
+    input_ids, attention_mask, where = input_ids.cpu(), attention_mask.cpu(), where.cpu()
     batch, length = input_ids.shape
     if tuple(where.shape) != (batch, length - 1):
         raise ValueError(f"where has shape {tuple(where.shape)}, expected {(batch, length - 1)}")
@@ -154,38 +156,71 @@ def plan_packing(input_ids: torch.Tensor, attention_mask: torch.Tensor, where: t
                     resp_slot=cat(r_slot))
 
 
+def _segments(keys: torch.Tensor) -> list[tuple[int, int]]:
+    """[start, end) of the runs of equal consecutive values in `keys` [N]."""
+    if keys.numel() == 0:
+        return []
+    starts = [0] + (torch.nonzero(keys[1:] != keys[:-1]).flatten() + 1).tolist()
+    return list(zip(starts, starts[1:] + [keys.numel()]))
+
+
 def prefix_mask(plan: PackPlan) -> torch.Tensor:
     """bool [P, P]: query q sees key k iff same prefix segment and k <= q."""
-    seg = plan.prefix_seg
-    idx = torch.arange(seg.numel())
-    return (seg[:, None] == seg[None, :]) & (idx[None, :] <= idx[:, None])
+    p = plan.prefix_seg.numel()
+    mask = torch.zeros(p, p, dtype=torch.bool)
+    for a, b in _segments(plan.prefix_seg):  # each prefix is one contiguous run
+        mask[a:b, a:b] = torch.ones(b - a, b - a, dtype=torch.bool).tril()
+    return mask
 
 
 def response_mask(plan: PackPlan) -> torch.Tensor:
     """bool [n, W, P + W] for n bins of width W: a response token sees its own prefix's keys and its
-    own segment causally. A padding slot sees only itself (a query with no key would be NaN)."""
+    own segment causally. A padding slot sees only itself (a query with no key would be NaN).
+    Filled block by block: memory and time stay linear in the tokens, not quadratic."""
     n, width = plan.bins
     num_prefix = plan.prefix_ids.numel()
     mask = torch.zeros(n, width, num_prefix + width, dtype=torch.bool)
     mask[:, :, num_prefix:] = torch.eye(width, dtype=torch.bool)  # padding slots: themselves
-    own_prefix = plan.resp_prefix[:, None] == plan.prefix_seg[None, :]  # [R, P]; -1 matches nothing
-    mask[plan.resp_bin, plan.resp_slot, :num_prefix] = own_prefix
-    same = ((plan.resp_bin[:, None] == plan.resp_bin[None, :]) & (plan.resp_row[:, None] == plan.resp_row[None, :])
-            & (plan.resp_slot[None, :] <= plan.resp_slot[:, None]))  # [R, R]
-    q, k = torch.nonzero(same, as_tuple=True)
-    mask[plan.resp_bin[q], plan.resp_slot[q], num_prefix + plan.resp_slot[k]] = True
+    spans = {int(plan.prefix_seg[a]): (a, b) for a, b in _segments(plan.prefix_seg)}
+    # A response segment = the run of one row's tokens inside its bin (contiguous by construction).
+    rows = int(plan.resp_row.max()) + 1 if plan.resp_row.numel() else 1
+    for a, b in _segments(plan.resp_bin * rows + plan.resp_row):
+        k, s0 = int(plan.resp_bin[a]), int(plan.resp_slot[a])
+        s1 = s0 + (b - a)
+        mask[k, s0:s1, num_prefix + s0:num_prefix + s1] = torch.ones(b - a, b - a, dtype=torch.bool).tril()
+        u = int(plan.resp_prefix[a])
+        if u >= 0:
+            p0, p1 = spans[u]
+            mask[k, s0:s1, p0:p1] = True
     return mask
 
 
+# Decoder families whose attention is plain causal self-attention with rotary positions taken from
+# position_ids, checked against the padded path: only these are packed. Others (hybrid and recurrent
+# layers, ALiBi, local or chunked attention, row-index position tricks) ignore or mis-read a packed
+# row's 4D mask; measured: GPT-Neo's local attention gave log-probs off by 0.06, Qwen3.5's linear
+# attention crashed on the shared cache, Bloom's ALiBi on the 4D mask.
+PACKED_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
+                                "gemma", "granite", "olmo2", "phi3"})
+
+
 def packing_supported(config) -> str:
-    """'' when `packed_forward` computes this model exactly, else why not (a transformers config)."""
-    impl = config._attn_implementation
+    """'' when `packed_forward` computes this model exactly, else why not (a transformers config).
+    The worker also compares packed and padded log-probs once at start-up (`self_check`)."""
+    text = config.get_text_config(decoder=True)
+    if text.model_type not in PACKED_MODEL_TYPES:
+        return (f"model_type {text.model_type!r} is not among the families checked for packing "
+                f"({', '.join(sorted(PACKED_MODEL_TYPES))})")
+    impl = text._attn_implementation
     if impl not in ("sdpa", "eager"):
         return f"attention implementation {impl!r} does not take a custom 4D mask (sdpa and eager do)"
-    cfg = config.to_dict()
-    window = cfg.get("sliding_window")
-    if window is not None:
-        return f"sliding_window={window}: a custom 4D mask would bypass the window"
+    cfg = text.to_dict()
+    for key in ("sliding_window", "attention_chunk_size"):
+        if cfg.get(key) is not None:
+            return f"{key}={cfg[key]}: a custom 4D mask would bypass the window"
+    kinds = set(cfg.get("layer_types") or ["full_attention"])
+    if kinds != {"full_attention"}:
+        return f"layer_types {sorted(kinds)}: only full-attention layers read a packed row's 4D mask"
     rope = [cfg.get("rope_scaling") or {}, cfg.get("rope_parameters") or {}]
     rope += [v for r in rope for v in r.values() if isinstance(v, dict)]  # per layer type
     for kind in {r.get("rope_type") or r.get("type") for r in rope} & {"dynamic", "longrope"}:
@@ -266,13 +301,14 @@ def packed_logprobs_and_entropy(forward, model: torch.nn.Module, input_ids: torc
 
     plan = plan_packing(input_ids, attention_mask, where, bin_tokens)
     stand_in = plan.resp_ids.numel() == 0
-    if stand_in:
+    if stand_in:  # row 0, position 0, whatever its padding: the result is multiplied by 0
         one = torch.zeros_like(where, dtype=torch.bool)
         one[0, 0] = True
-        plan = plan_packing(input_ids, attention_mask, one, bin_tokens)
+        plan = plan_packing(input_ids, torch.ones_like(attention_mask), one, bin_tokens)
     logits = packed_hidden_forward(forward, model, plan, dtype, device)
     rows, cols = plan.resp_row[plan.selected], plan.resp_col[plan.selected]
-    lp, ent = token_logprobs_and_entropy(logits, input_ids[rows, cols + 1].to(device), temperature,
+    targets = input_ids[rows.to(input_ids.device), (cols + 1).to(input_ids.device)]
+    lp, ent = token_logprobs_and_entropy(logits, targets.to(device), temperature,
                                          chunk_size, entropy_grad=entropy_grad)
     index = (rows.to(lp.device), cols.to(lp.device))
     keep = 0.0 if stand_in else 1.0

@@ -233,7 +233,7 @@ class LearnerWorker:
                                                config=self.ds_config)
         why_not = "off in the config" if not cfg.packing else (
             "gradient checkpointing drops the prefix's KV cache" if cfg.gradient_checkpointing
-            else packing_supported(model.config))
+            else packing_supported(model.config) or self._packing_self_check())
         self.packing = not why_not
         if rank == 0:
             print(f"[learner] packed forward: {'on' if self.packing else 'off (' + why_not + ')'}", flush=True)
@@ -241,6 +241,38 @@ class LearnerWorker:
         if cfg.ref_model:
             self.ref = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
             self.ref.to(self.device).eval().requires_grad_(False)
+
+    def _packing_self_check(self) -> str:
+        """'' when the packed forward gives this model's padded log-probs on a small two-prompt
+        batch, else why not: a guard beside `packing_supported` for what a config does not show.
+        Runs on every rank alike (under ZeRO-3 a forward is a collective)."""
+        g = torch.Generator().manual_seed(0)
+        vocab = self.engine.module.config.vocab_size
+        rows = [(6, 5), (6, 8), (9, 3), (9, 7)]  # (prompt, response) lengths; two prompts, two samples
+        width = max(p + r for p, r in rows)
+        prompts = {p: torch.randint(0, vocab, (p,), generator=g) for p, _ in rows}
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        where = torch.zeros(len(rows), width - 1, dtype=torch.bool)
+        for b, (p, r) in enumerate(rows):
+            ids[b, :p], ids[b, p:p + r] = prompts[p], torch.randint(0, vocab, (r,), generator=g)
+            attn[b, :p + r] = 1
+            where[b, p - 1:p + r - 1] = True
+        ids, attn, where = ids.to(self.device), attn.to(self.device), where.to(self.device)
+        module = self.engine.module
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                padded, _ = selected_logprobs_and_entropy(self.engine, module.get_output_embeddings(), ids,
+                                                          attn, where, 1.0, self.cfg.logprob_chunk_size)
+                packed, _ = packed_logprobs_and_entropy(self.engine, module, ids, attn, where, 1.0,
+                                                        self.cfg.logprob_chunk_size, self.dtype, self.device)
+        finally:
+            module.train(was_training)
+        gap = float((packed.float() - padded.float()).abs().max())
+        tol = 1e-3 if self.dtype == torch.float32 else 5e-2
+        return "" if gap <= tol else f"self-check: packed log-probs differ from padded by {gap:.3g} (> {tol:g})"
 
     # ---- forward helpers ---------------------------------------------------------------------
     def _forward(self, model, mb: TrainBatch, grad: bool, entropy_grad: bool = False,

@@ -197,6 +197,46 @@ def test_gradients_become_ready_in_one_order_whatever_the_micro_batch(tiny_model
     assert len(shared) == len(list(model.parameters()))
 
 
+def test_one_token_row_zero_in_a_micro_batch_that_wants_nothing(tiny_model_dir):
+    """The stand-in position is row 0's first column even when row 0 is a lone token (a prompt with
+    an empty response): it is computed and zeroed, never refused as padding."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    ids, attn = torch.tensor([[7, 0], [5, 6]]), torch.tensor([[1, 0], [1, 1]])
+    lp, ent = packed_logprobs_and_entropy(model, model, ids, attn, torch.zeros(2, 1, dtype=torch.bool), 1.0,
+                                          4, torch.float32, "cpu")
+    assert lp.tolist() == [[0.0], [0.0]] and ent.tolist() == [[0.0], [0.0]]
+
+
+def test_packing_refused_for_families_it_would_get_wrong():
+    """Found by attacking the gate: GPT-Neo's local attention counts row indices (log-probs off by
+    0.06 when packed), Bloom's ALiBi reads a 2D mask, hybrid models' linear-attention layers ignore
+    the mask; a window nested in a multimodal config's text config counts too."""
+    from transformers import BloomConfig, GPTNeoConfig, Qwen2Config
+
+    for cfg in (GPTNeoConfig(), BloomConfig()):
+        cfg._attn_implementation = "eager"
+        assert f"model_type {cfg.model_type!r} is not among the families" in packing_supported(cfg)
+    windowed = Qwen2Config(use_sliding_window=True, sliding_window=64, max_window_layers=0)
+    windowed._attn_implementation = "sdpa"
+    assert "sliding_window=64" in packing_supported(windowed)
+
+
+def test_worker_falls_back_when_its_self_check_disagrees(tiny_model_dir, monkeypatch):
+    """A model that passes the config gate but whose packed log-probs differ from the padded ones
+    on the start-up check trains padded."""
+    import learner.worker
+    from learner.config import LearnerConfig
+    from learner.worker import LearnerWorker
+
+    real = learner.worker.packed_logprobs_and_entropy
+    monkeypatch.setattr(learner.worker, "packed_logprobs_and_entropy",
+                        lambda *a, **k: tuple(t + 0.01 for t in real(*a, **k)))
+    worker = LearnerWorker(LearnerConfig(), str(tiny_model_dir), seed=0)
+    assert worker.packing is False
+
+
 def test_packing_refused_where_a_4d_mask_would_be_wrong():
     from transformers import LlamaConfig, MistralConfig
 
