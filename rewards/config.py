@@ -25,6 +25,12 @@ class MathRewardConfig(BaseModel):
     math-verify sees them, because sympy can hang on huge input."""
     parse_timeout_s: int = Field(3, ge=1)
     """math-verify's own (SIGALRM) budget per parse/compare; whole seconds, main thread only."""
+    numbers_as_numbers: bool = True
+    """When the gold is a number, the answer must be one too (a signed decimal, or a fraction in lowest
+    terms), else it scores 0 as "unsimplified". math-verify evaluates expressions, so without this rule
+    "\\boxed{7 + 15 - 9}" (the question copied into the box) equals 13: a GRPO run on arithmetic learned
+    exactly that in 20 steps (held-out pass@1 0.16 -> 1.0). Symbolic golds (\\sqrt{2}, sets, intervals)
+    are still compared by equivalence alone."""
 
 
 class CodeRewardConfig(BaseModel):

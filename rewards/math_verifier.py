@@ -369,6 +369,33 @@ def _gold_answer(gold: object, max_chars: int, timeout_s: int) -> tuple[str | No
     return text, None
 
 
+_DECIMAL_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_FRACTION_RE = re.compile(r"([+-]?)(?:(\d+)/(\d+)|\\[dt]?frac\{(\d+)\}\{(\d+)\}|\\[dt]?frac(\d)(\d))")
+_ASSIGNMENT_RE = re.compile(r"[A-Za-z]=")
+_TEXT_WORDS_RE = re.compile(r"\\(?:text|mbox|mathrm)\{([A-Za-z .]*)\}\s*$")
+_BOX_WRAP_RE = re.compile(r"(?:\\boxed|\\fbox)?\{(.*)\}")
+
+
+def _number_literal(answer: str) -> bool:
+    """True for a plain number: a signed decimal ("13", "-4", "13.0", ".5") or a fraction in lowest
+    terms ("1/2", "-\\frac{3}{4}"), after the comparison's normalisation ("1,000", "1.5e3", "50\\%" and
+    unit words are numbers there). An answer may name its variable ("x = 13"). Not: any arithmetic
+    ("7+15-9", "26/2", "\\frac{26}{2}", "-(-13)", "\\sqrt{169}")."""
+    text = _TEXT_WORDS_RE.sub(r" \1", _normalize_answer(answer))  # "18 \\text{ dollars}" -> "18 dollars"
+    s = _squash(_strip_trailing_words(text.strip()))
+    while _BOX_WRAP_RE.fullmatch(s):  # "\\boxed{\\boxed{5}}" extracts as "\\boxed{5}"
+        s = _BOX_WRAP_RE.fullmatch(s).group(1)
+    if _ASSIGNMENT_RE.match(s):
+        s = s[2:]
+    if _DECIMAL_RE.fullmatch(s):
+        return True
+    m = _FRACTION_RE.fullmatch(s)
+    if not m:
+        return False
+    num, den = [int(x) for x in m.groups()[1:] if x is not None]
+    return den > 1 and math.gcd(num, den) == 1
+
+
 def _clamp(reward: float) -> float:
     """Rewards live in [0, 1] whatever the format terms: pass rates and advantage scales assume it.
 
@@ -381,7 +408,9 @@ def score_math(sample: Sample, cfg: MathRewardConfig) -> Score:
     """1.0 when the extracted answer equals the gold, else 0.0, plus the configured format term, clamped.
 
     A data error (no gold) scores a flat 0 without the format term, so every sample of that prompt gets
-    the same reward and no gradient. A response without a gradable answer scores 0 with the reason.
+    the same reward and no gradient. A response without a gradable answer scores 0 with the reason. For
+    a gold that is a number, an answer that is not a number (arithmetic left undone, such as the question
+    copied into the box) scores 0 as "unsimplified" (`cfg.numbers_as_numbers`).
     """
     gold, problem = _gold_answer(sample.answer, cfg.max_answer_chars, cfg.parse_timeout_s)
     if gold is None:
@@ -391,6 +420,8 @@ def score_math(sample: Sample, cfg: MathRewardConfig) -> Score:
     if answer is None:
         reason = how if how.startswith("bad_box") or how == "hedge" else "no_answer"
         return Score(sample.uid, _clamp(fmt), False, reason, None)
+    if cfg.numbers_as_numbers and _number_literal(gold) and not _number_literal(answer):
+        return Score(sample.uid, _clamp(fmt), False, "unsimplified", answer)
     correct = answers_equivalent(gold, answer, cfg.parse_timeout_s, cfg.max_answer_chars)
     return Score(sample.uid, _clamp((1.0 if correct else 0.0) + fmt), correct,
                  "ok" if correct else "wrong_answer", answer)

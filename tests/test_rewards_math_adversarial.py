@@ -17,7 +17,7 @@ from rewards.types import Sample
 
 CFG = MathRewardConfig(parse_timeout_s=1)  # sympy-hostile rows cost one budget, not three
 MB = "x" * (1 << 20)
-OK, WRONG, NONE = "ok", "wrong_answer", "no_answer"
+OK, WRONG, NONE, UNSIMPLIFIED = "ok", "wrong_answer", "no_answer", "unsimplified"
 MISSING = "data_error: missing gold answer"
 
 # (id, response, gold, reward, reason)
@@ -37,6 +37,29 @@ CASES = [
     ("too_many_boxes", "\\boxed{5} " + "\\boxed{1}" * 25, "5", 0.0, "bad_box: too many"),
     ("box_flood", "\\boxed{" * 30_000, "5", 0.0, "bad_box: too many"),
     ("stray_closing_braces", "\\boxed{5}}}", "5", 1.0, OK),
+    # --- arithmetic left undone: math-verify evaluates it, so the question copied into the box would
+    # equal the gold. A GRPO run on +/- arithmetic learned exactly that in 20 steps (held-out pass@1
+    # 0.16 -> 1.0, responses ~9 tokens). A number gold wants a number: decimal or lowest-terms fraction.
+    ("echo_question", "\\boxed{7 + 15 - 9}", "13", 0.0, UNSIMPLIFIED),
+    ("echo_no_spaces", "\\boxed{7+15-9}", "13", 0.0, UNSIMPLIFIED),
+    ("echo_bare", "19 + 17", "36", 0.0, UNSIMPLIFIED),  # the hacked policy's own greedy output
+    ("half_done", "\\boxed{22-9}", "13", 0.0, UNSIMPLIFIED),
+    ("echo_in_prose", "The answer is 7 + 15 - 9.", "13", 0.0, UNSIMPLIFIED),
+    ("echo_after_hashes", "#### 7+15-9", "13", 0.0, UNSIMPLIFIED),
+    ("echo_assignment", "\\boxed{x = 7 + 15 - 9}", "13", 0.0, UNSIMPLIFIED),
+    ("echo_times", "\\boxed{3 \\times 4}", "12", 0.0, UNSIMPLIFIED),
+    ("unreduced_slash", "\\boxed{26/2}", "13", 0.0, UNSIMPLIFIED),
+    ("unreduced_frac", "\\boxed{\\frac{26}{2}}", "13", 0.0, UNSIMPLIFIED),
+    ("unreduced_frac_gold_frac", "\\boxed{\\frac{2}{4}}", "\\frac{1}{2}", 0.0, UNSIMPLIFIED),
+    ("double_negation", "\\boxed{-(-13)}", "13", 0.0, UNSIMPLIFIED),
+    ("root_of_square", "\\boxed{\\sqrt{169}}", "13", 0.0, UNSIMPLIFIED),
+    ("power", "\\boxed{2^3}", "8", 0.0, UNSIMPLIFIED),
+    ("decimal_for_int", "\\boxed{13.0}", "13", 1.0, OK),
+    ("lowest_terms_for_decimal", "\\boxed{\\frac{1}{2}}", "0.5", 1.0, OK),
+    ("decimal_for_fraction", "\\boxed{0.5}", "\\frac{1}{2}", 1.0, OK),
+    ("negative_frac", "\\boxed{-\\frac{3}{4}}", "-0.75", 1.0, OK),
+    ("named_answer", "\\boxed{x = 13}", "13", 1.0, OK),
+    ("symbolic_gold_by_equivalence", "\\boxed{2\\sqrt{2}}", "\\sqrt{8}", 1.0, OK),
     # --- several boxes: one committed answer or nothing ----------------------------------------------
     ("hedge_boxes_or_first", "\\boxed{3} or \\boxed{4}", "3", 0.0, "bad_box: several answers"),
     ("hedge_boxes_or_last", "\\boxed{3} or \\boxed{4}", "4", 0.0, "bad_box: several answers"),
@@ -63,7 +86,8 @@ CASES = [
     ("bare_frac_closing", "So we get \\frac{3}{4}.", "0.75", 1.0, OK),
     ("boxed_dfrac", "\\boxed{\\dfrac{3}{4}}", "\\frac34", 1.0, OK),
     ("boxed_tfrac_wrong", "\\boxed{\\tfrac{3}{4}}", "0.7", 0.0, WRONG),
-    ("nested_fracs", "\\boxed{\\frac{\\frac{\\frac{1}{2}}{3}}{4}}", "1/24", 1.0, OK),
+    # Equal in value, but the arithmetic is left undone: a number gold wants a number (numbers_as_numbers).
+    ("nested_fracs", "\\boxed{\\frac{\\frac{\\frac{1}{2}}{3}}{4}}", "1/24", 0.0, UNSIMPLIFIED),
     # --- GSM8K ----------------------------------------------------------------------------------------
     ("gsm_unit", "He pays 3 * 6 = 18.\n#### 18 dollars", "18", 1.0, OK),
     ("gsm_unit_full_gold", "#### 18 dollars", "She pays 3 * 6 = 18.\n#### 18", 1.0, OK),
@@ -91,7 +115,7 @@ CASES = [
     # --- units and trailing words ---------------------------------------------------------------------
     ("text_unit", "\\boxed{18 \\text{ dollars}}", "18", 1.0, OK),
     ("plain_unit", "\\boxed{18 dollars}", "18", 1.0, OK),
-    ("million_is_not_unit", "\\boxed{2 million}", "2", 0.0, WRONG),
+    ("million_is_not_unit", "\\boxed{2 million}", "2", 0.0, UNSIMPLIFIED),
     # --- percent: a unit, dropped ---------------------------------------------------------------------
     ("percent_vs_number", "\\boxed{50\\%}", "50", 1.0, OK),
     ("percent_is_not_fraction", "\\boxed{50\\%}", "0.5", 0.0, WRONG),
@@ -111,30 +135,30 @@ CASES = [
     ("number_vs_equation_gold", "\\boxed{5}", "x=5", 1.0, OK),
     ("wrong_equation", "\\boxed{x = 6}", "5", 0.0, WRONG),
     # --- hedges ---------------------------------------------------------------------------------------
-    ("boxed_text_or", "\\boxed{5 \\text{ or } 6}", "5", 0.0, WRONG),
-    ("boxed_plain_or", "\\boxed{5 or 6}", "6", 0.0, WRONG),
-    ("boxed_list", "\\boxed{5, 6}", "5", 0.0, WRONG),
+    ("boxed_text_or", "\\boxed{5 \\text{ or } 6}", "5", 0.0, UNSIMPLIFIED),
+    ("boxed_plain_or", "\\boxed{5 or 6}", "6", 0.0, UNSIMPLIFIED),
+    ("boxed_list", "\\boxed{5, 6}", "5", 0.0, UNSIMPLIFIED),
     ("prose_hedge", "The answer is 5, or maybe 6.", "5", 0.0, "hedge"),
     ("prose_hedge_other", "The answer is 5, or maybe 6.", "6", 0.0, "hedge"),
-    ("math_or_is_a_set", "The answer is 5 or 6.", "5", 0.0, WRONG),
+    ("math_or_is_a_set", "The answer is 5 or 6.", "5", 0.0, UNSIMPLIFIED),
     ("restated_not_hedge", "The answer is 1/2, or 0.5.", "0.5", 1.0, OK),
     # --- answers in \text{} ---------------------------------------------------------------------------
     ("boxed_text_number", "\\boxed{\\text{5}}", "5", 1.0, OK),
-    ("boxed_text_prose", "\\boxed{\\text{I think 3, final 5}}", "5", 0.0, WRONG),
+    ("boxed_text_prose", "\\boxed{\\text{I think 3, final 5}}", "5", 0.0, UNSIMPLIFIED),
     ("prose_text_number", "The answer is \\text{5}.", "5", 1.0, OK),
-    ("boxed_text_hedge", "\\boxed{\\text{5 or 6}}", "5", 0.0, WRONG),
+    ("boxed_text_hedge", "\\boxed{\\text{5 or 6}}", "5", 0.0, UNSIMPLIFIED),
     # --- signs ----------------------------------------------------------------------------------------
     ("unicode_minus_boxed", "\\boxed{\u22125}", "-5", 1.0, OK),
     ("unicode_minus_prose", "the answer is \u22125", "-5", 1.0, OK),
     ("sign_flip", "\\boxed{-5}", "5", 0.0, WRONG),
     ("sign_flip_gold", "\\boxed{5}", "-5", 0.0, WRONG),
     # --- sympy-hostile and huge input: bounded time, never a false 1 ----------------------------------
-    ("power_tower", "\\boxed{10^{10^{10^{10}}}}", "5", 0.0, WRONG),
-    ("factorial_tower", "\\boxed{9!!!!!!!!!}", "5", 0.0, WRONG),
-    ("divide_by_zero", "\\boxed{\\frac{1}{0}}", "5", 0.0, WRONG),
-    ("symbol_tower", "\\boxed{x^{x^{x^{x^{x}}}}}", "5", 0.0, WRONG),
-    ("empty_roots", "\\boxed{\\sqrt{\\sqrt{\\sqrt{}}}}", "5", 0.0, WRONG),
-    ("open_parens", "\\boxed{((((((((((1}", "1", 0.0, WRONG),
+    ("power_tower", "\\boxed{10^{10^{10^{10}}}}", "5", 0.0, UNSIMPLIFIED),
+    ("factorial_tower", "\\boxed{9!!!!!!!!!}", "5", 0.0, UNSIMPLIFIED),
+    ("divide_by_zero", "\\boxed{\\frac{1}{0}}", "5", 0.0, UNSIMPLIFIED),
+    ("symbol_tower", "\\boxed{x^{x^{x^{x^{x}}}}}", "5", 0.0, UNSIMPLIFIED),
+    ("empty_roots", "\\boxed{\\sqrt{\\sqrt{\\sqrt{}}}}", "5", 0.0, UNSIMPLIFIED),
+    ("open_parens", "\\boxed{((((((((((1}", "1", 0.0, UNSIMPLIFIED),
     ("hostile_boxes_disagree", "".join(f"\\boxed{{10^{{10^{{10^{{{k}}}}}}}}}" for k in range(11, 31)), "5", 0.0,
      "bad_box: several answers"),
     ("brace_flood", "{" * 100_000, "5", 0.0, NONE),
@@ -387,3 +411,10 @@ def test_missing_gold_values(gold):
     from rewards.math_verifier import _gold_answer
 
     assert _gold_answer(gold, 1000, 1) == (None, "missing gold answer")
+
+
+def test_numbers_as_numbers_off_grades_by_value_alone():
+    """The switch is what stops the echo: without it math-verify evaluates the copied question."""
+    cheat = Sample("u", "p", "\\boxed{7 + 15 - 9}", "13")
+    assert score_math(cheat, MathRewardConfig(numbers_as_numbers=False)).reward == 1.0
+    assert score_math(cheat, MathRewardConfig()).reason == UNSIMPLIFIED
