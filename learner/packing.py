@@ -23,9 +23,11 @@ attention than packing saved (measured: half the positions of the padded path, o
 Bins bound each token's attention span to its prefix row plus one bin.
 
 The masks are explicit 4D masks, which transformers passes to the attention as given; only the
-"sdpa" (boolean mask) and "eager" (additive mask) implementations take them, and a sliding-window
-model would have its window ignored, so `packing_supported` refuses both cases and the worker
-falls back to the padded path.
+"sdpa" (boolean mask) and "eager" (additive mask) implementations take them, and only for plain
+causal full attention with rotary positions read from position_ids are they right. So
+`packing_supported` admits only checked model families (PACKED_MODEL_TYPES) without windows,
+non-attention layers or length-dependent RoPE, the worker compares packed and padded log-probs
+once at start-up, and otherwise it falls back to the padded path.
 """
 from __future__ import annotations
 
@@ -205,7 +207,7 @@ PACKED_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen2_m
 
 
 def packing_supported(config) -> str:
-    """'' when `packed_forward` computes this model exactly, else why not (a transformers config).
+    """'' when `packed_logprobs_and_entropy` computes this model exactly, else why not (a transformers config).
     The worker also compares packed and padded log-probs once at start-up (`self_check`)."""
     text = config.get_text_config(decoder=True)
     if text.model_type not in PACKED_MODEL_TYPES:
