@@ -11,14 +11,13 @@ pass@1 rises.
     python bench/calibrate_task.py                      # all candidates, vLLM, 64 prompts x 8
     python bench/calibrate_task.py --only add1 --backend hf
 
-Answers are checked with math-verify on the last \\boxed{} in the response, else its last number.
+Answers are graded by the training verifier (rewards.math_verifier.score_math, default config).
 Prompts are drawn from the whole problem space of each candidate (no held-out split).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -64,35 +63,15 @@ def _whole_space(name: str) -> ArithmeticData:
     return ArithmeticData(**CANDIDATES[name], eval_fraction=0.0, num_eval=0)
 
 
-_NUM = re.compile(r"-?\d+(?:\.\d+)?")
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (balanced braces), or None."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    i, depth = start + len("\\boxed{"), 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j]
-    return None
-
-
 def is_correct(response: str, answer: str) -> bool:
-    from math_verify import parse, verify
+    """The training verifier's verdict (rewards.math_verifier.score_math, default MathRewardConfig):
+    calibration grades exactly as training will, the echo rule included (a copied question in the box
+    is not an answer; the old local grader here accepted it, which inflated this file's first table)."""
+    from rewards.config import MathRewardConfig
+    from rewards.math_verifier import score_math
+    from rewards.types import Sample
 
-    pred = last_boxed(response)
-    if pred is None:
-        nums = _NUM.findall(response.replace(",", ""))
-        if not nums:
-            return False
-        pred = nums[-1]
-    try:
-        return bool(verify(parse(f"${answer}$"), parse(f"${pred}$")))
-    except Exception:
-        return False
+    return score_math(Sample("calibrate", "", response, answer), MathRewardConfig()).correct
 
 
 def generate_vllm(model: str, prompts: list[str], n: int, max_tokens: int, seed: int):

@@ -13,15 +13,17 @@ clip_cov, kl_cov, forking, sent, composed, setpoint. They run one after the othe
 4. Report: <report-dir>/compare_methods.md (tables) and compare_methods.png (policy entropy, greedy
    pass@1, pass@8 per method over steps); the table is printed too.
 
-    python bench/compare_methods.py --resume                 # the full comparison (~20 h+, below)
+    python bench/compare_methods.py --resume --min-steps 40  # the comparison as run (~5 h, below)
     python bench/compare_methods.py --report-only            # rewrite the report from the runs so far
     python bench/compare_methods.py --out runs/cmp_smoke --report-dir runs/cmp_smoke \
         --min-steps 2 --max-steps 2 --override trainer.prompts_per_step=2 ...   # a smoke test
 
-Wall time, estimated (not measured) from 2-prompt smoke runs on headroom.yaml (~24 s per step for 16
-sequences on a 2-core CPU), scaled x4 to 64 sequences: ~100 s per step, + 7 evaluations of 64 x 9
-generations (~2.5 min each) per 60 steps: ~2 h per 60-step run, ~20 h for the ten runs at a 60-step
-horizon, ~33 h at 100 (more on a loaded machine).
+Wall time, measured (GRPO seed 0 on the fixed verifier, 2-core CPU, packed learner): 35 s per training
+step on average (25-73 s: early steps with long responses are slow, ~25 s once responses shorten), and
+about 1-1.5 min per evaluation (64 greedy + 64 x 8 sampled generations): ~30 min per 40-step run, ~5 h
+for the ten runs at a 40-step horizon. More on a loaded machine, and more for the controls that keep
+responses long. --min-steps 40 is what has been run (GRPO's entropy, mean of steps 38-40: 0.209); the
+default of 60 stays for a machine with the time.
 
 Runs live in <out>/<method>_s<seed>/ (metrics.jsonl, checkpoints), their logs in <out>/logs/, and the
 bench's own state (horizon, second-seed pick, wall seconds per run) in <out>/state.json. Without
@@ -176,8 +178,10 @@ def _fmt(x: float, nd: int = 3) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
 
-def summarise(run_dir: Path, wall_s: float | None) -> dict:
-    rows = rows_of(run_dir)
+def summarise(run_dir: Path, wall_s: float | None, upto: int | None = None) -> dict:
+    """One run's figures, from its rows up to step `upto` (the horizon: a run stopped past it, as GRPO
+    can be when it ran before the horizon was fixed, is read at the horizon like every other run)."""
+    rows = [r for r in rows_of(run_dir) if upto is None or r["step"] <= upto]
     evals = [r for r in rows if "eval/accuracy" in r]
     train_rows = [r for r in rows if "time/step" in r]
     steps = max((r["step"] for r in train_rows), default=0)
@@ -221,6 +225,64 @@ def summarise(run_dir: Path, wall_s: float | None) -> dict:
     }
 
 
+CONTROLS = {"clip_cov": "Clip-Cov", "kl_cov": "KL-Cov"}
+ENTROPY_CLAIM = 10.0  # the Clip-Cov / KL-Cov paper: entropy at the end over 10x GRPO's
+
+
+def _seed_mean(res: dict, method: str, key: str) -> float:
+    vals = [s[key] for (m, _), s in res.items() if m == method and not math.isnan(s[key])]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def claims(res: dict, num_prompts: int) -> list[str]:
+    """The papers' claims, each with the figures that decide it and a verdict (issue 11's report).
+
+    Accuracies are compared against a noise band: 2 standard errors of a proportion over the
+    `num_prompts` held-out problems at GRPO's value, sqrt(p (1 - p) / n) (for pass@8, whose
+    per-problem estimate lies in [0, 1], this bounds its sampling error over problems). A method
+    within the band counts as equal: "equal or better" is the papers' claim, not "better". With
+    several seeds the seed means are compared."""
+    if not any(m == BASELINE for m, _ in res):
+        return ["No GRPO run yet: nothing to compare against."]
+    g = {k: _seed_mean(res, BASELINE, k) for k in ("h_end", "acc_end", "p8_end", "acc0", "p8_0", "p8_best")}
+
+    def band(p: float) -> float:
+        return 2 * math.sqrt(max(p * (1 - p), 0.0) / num_prompts)
+
+    def versus(method: str, key: str, label: str) -> str:
+        v, ref = _seed_mean(res, method, key), g[key]
+        if math.isnan(v) or math.isnan(ref):
+            return f"{label} not measured"
+        d, b = v - ref, band(ref)
+        verdict = "better" if d > b else "equal (within noise)" if d >= -b else "worse"
+        return f"{label} {v:.3f} vs {ref:.3f} ({d:+.3f}, noise +-{b:.3f}): {verdict}"
+
+    out = [f"GRPO: held-out greedy pass@1 {g['acc0']:.3f} -> {g['acc_end']:.3f}, pass@8 {g['p8_0']:.3f} -> "
+           f"best {g['p8_best']:.3f} -> end {g['p8_end']:.3f}, policy entropy at the end {g['h_end']:.3f}."]
+    for method, name in CONTROLS.items():
+        h = _seed_mean(res, method, "h_end")
+        if math.isnan(h):
+            out.append(f"{name}: not run yet.")
+            continue
+        ratio = h / g["h_end"]
+        held = "holds" if ratio > ENTROPY_CLAIM else "does not hold"
+        out.append(f"{name} keeps entropy over {ENTROPY_CLAIM:g}x GRPO's: {h:.3f} vs {g['h_end']:.3f} = "
+                   f"{ratio:.1f}x, {held}; accuracy, equal or better: "
+                   f"{versus(method, 'acc_end', 'greedy pass@1')}; {versus(method, 'p8_end', 'pass@8')}.")
+    if any(m == "forking" for m, _ in res):
+        out.append(f"Forking (top 20%) matches or beats full-token updates: "
+                   f"{versus('forking', 'acc_end', 'greedy pass@1')}; {versus('forking', 'p8_end', 'pass@8')}.")
+    else:
+        out.append("Forking: not run yet.")
+    if any(m == "setpoint" for m, _ in res):
+        p80, p8 = _seed_mean(res, "setpoint", "p8_0"), _seed_mean(res, "setpoint", "p8_end")
+        out.append(f"Set-point: pass@8 {p80:.3f} at step 0 -> {p8:.3f} at the end; against GRPO: "
+                   f"{versus('setpoint', 'p8_end', 'pass@8')}; {versus('setpoint', 'acc_end', 'greedy pass@1')}.")
+    else:
+        out.append("Set-point: not run yet.")
+    return out
+
+
 def report(args, state: dict, recipes: Path) -> None:
     out = Path(args.out)
     res = {}
@@ -229,7 +291,8 @@ def report(args, state: dict, recipes: Path) -> None:
             if not re.fullmatch(rf"{method}_s\d+", run_dir.name) or not rows_of(run_dir):
                 continue
             seed = int(run_dir.name.rsplit("_s", 1)[1])
-            res[(method, seed)] = summarise(run_dir, state["runs"].get(run_dir.name, {}).get("wall_s"))
+            res[(method, seed)] = summarise(run_dir, state["runs"].get(run_dir.name, {}).get("wall_s"),
+                                            upto=state.get("horizon"))
     if not res:
         print("no runs to report yet")
         return
@@ -257,7 +320,14 @@ def report(args, state: dict, recipes: Path) -> None:
         return "\n".join("  ".join(x.rjust(n) for x, n in zip(r, w)) for r in [h] + t)
 
     first = next(iter(res.values()))
-    print("\n" + text(head, table) + "\n\n" + text(head2, table2))
+    try:
+        from orchestrator.config import load_config
+
+        n_eval = load_config(recipes / f"{BASELINE}.yaml", args.override).eval.num_prompts
+        verdicts = claims(res, n_eval)
+    except Exception as e:  # as _shape: the report must not fail on a recipe the runs no longer match
+        verdicts = [f"claims unavailable: {e}"]
+    print("\n" + text(head, table) + "\n\n" + text(head2, table2) + "\n\n" + "\n".join(verdicts))
 
     png = Path(args.report_dir) / "compare_methods.png"
     plot(res, png)
@@ -281,6 +351,12 @@ def report(args, state: dict, recipes: Path) -> None:
         "run's whole wall time (start-up, evaluations, curriculum estimates included).",
         "",
         md(head, table),
+        "",
+        "## The papers' claims, as measured here",
+        "",
+        *[f"- {v}" for v in verdicts],
+        "",
+        "## What the controls did",
         "",
         "What each control did, per step (means over the run): tokens it zeroed (Clip-Cov), penalised "
         "(KL-Cov), kept for the PG term (forking), or gave 2 beta / 0.5 beta (SENT); the fraction of "
@@ -375,13 +451,16 @@ def main() -> None:
         horizon = find_horizon(args, recipes, state, chunk)
         print(f"[2/3] the other methods, seed {args.seed}, {horizon} steps", flush=True)
         for m in args.methods:
-            train(args, recipes, state, m, args.seed, horizon)
+            done = train(args, recipes, state, m, args.seed, horizon)
+            if not args.keep_checkpoints:
+                prune(done)  # ~2 GB each: ten runs' checkpoints would not fit beside each other
         if args.second_seed is not None:
             second = list(args.second_seed)
         elif state.get("second_seed") is not None:
             second = state["second_seed"]
         else:
-            p8 = {m: summarise(out / run_name(m, args.seed), None)["p8_end"] for m in args.methods if m != BASELINE}
+            p8 = {m: summarise(out / run_name(m, args.seed), None, upto=horizon)["p8_end"]
+                  for m in args.methods if m != BASELINE}
             p8 = {m: v for m, v in p8.items() if not math.isnan(v)}
             best = max(p8, key=p8.get) if p8 else None
             second = [BASELINE] + ([best] if best else [])
@@ -391,7 +470,9 @@ def main() -> None:
         save_state(out, state)
         print(f"[3/3] seed {args.second_seed_value}: {', '.join(second) or 'none'}", flush=True)
         for m in second:
-            train(args, recipes, state, m, args.second_seed_value, horizon)
+            done = train(args, recipes, state, m, args.second_seed_value, horizon)
+            if not args.keep_checkpoints:
+                prune(done)
         if not args.keep_checkpoints:
             for m in args.methods:
                 for seed in (args.seed, args.second_seed_value):

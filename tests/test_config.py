@@ -37,7 +37,8 @@ def _same(want, got) -> bool:
     return want == got
 
 
-@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")) + sorted((ROOT / "recipes").glob("compare/*.yaml")),
+                         ids=lambda p: str(p.relative_to(ROOT / "recipes")))
 def test_every_recipe_validates(recipe):
     cfg = load_config(recipe)
     assert isinstance(cfg, JobConfig)

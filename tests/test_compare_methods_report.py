@@ -1,0 +1,68 @@
+"""bench/compare_methods.py's verdicts on the papers' claims, and its reading of runs at the horizon.
+
+The expected lines are written out by hand from the figures below: 64 held-out problems, GRPO's
+greedy pass@1 0.36 gives a noise band of 2 sqrt(0.36 * 0.64 / 64) = 0.12; its pass@8 0.50 gives
+2 sqrt(0.25 / 64) = 0.125."""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import compare_methods as cm  # noqa: E402
+
+NAN = float("nan")
+
+
+def run(h_end, acc_end, p8_end, acc0=0.16, p8_0=0.33, p8_best=NAN):
+    return {"h_end": h_end, "acc_end": acc_end, "p8_end": p8_end, "acc0": acc0, "p8_0": p8_0,
+            "p8_best": p8_end if p8_best != p8_best else p8_best}
+
+
+def test_claims_verdicts_written_out():
+    res = {
+        ("grpo", 0): run(0.2, 0.36, 0.50, p8_best=0.6),
+        ("clip_cov", 0): run(2.5, 0.30, 0.70),    # 12.5x; pass@1 -0.06 within 0.12; pass@8 +0.20 better
+        ("kl_cov", 0): run(1.0, 0.20, 0.30),      # 5x; pass@1 -0.16 worse; pass@8 -0.20 worse
+        ("forking", 0): run(0.3, 0.50, 0.50),     # pass@1 +0.14 better; pass@8 equal
+    }
+    lines = cm.claims(res, num_prompts=64)
+    assert lines == [
+        "GRPO: held-out greedy pass@1 0.160 -> 0.360, pass@8 0.330 -> best 0.600 -> end 0.500, "
+        "policy entropy at the end 0.200.",
+        "Clip-Cov keeps entropy over 10x GRPO's: 2.500 vs 0.200 = 12.5x, holds; accuracy, equal or better: "
+        "greedy pass@1 0.300 vs 0.360 (-0.060, noise +-0.120): equal (within noise); "
+        "pass@8 0.700 vs 0.500 (+0.200, noise +-0.125): better.",
+        "KL-Cov keeps entropy over 10x GRPO's: 1.000 vs 0.200 = 5.0x, does not hold; accuracy, equal or "
+        "better: greedy pass@1 0.200 vs 0.360 (-0.160, noise +-0.120): worse; "
+        "pass@8 0.300 vs 0.500 (-0.200, noise +-0.125): worse.",
+        "Forking (top 20%) matches or beats full-token updates: greedy pass@1 0.500 vs 0.360 (+0.140, "
+        "noise +-0.120): better; pass@8 0.500 vs 0.500 (+0.000, noise +-0.125): equal (within noise).",
+        "Set-point: not run yet.",
+    ]
+
+
+def test_claims_average_seeds_and_say_what_is_missing():
+    res = {("grpo", 0): run(0.1, 0.30, 0.50), ("grpo", 1): run(0.3, 0.42, 0.50),   # means 0.2, 0.36
+           ("setpoint", 0): run(0.8, 0.36, 0.55, p8_0=0.31)}
+    lines = cm.claims(res, num_prompts=64)
+    assert lines[0].endswith("policy entropy at the end 0.200.")
+    assert lines[1:4] == ["Clip-Cov: not run yet.", "KL-Cov: not run yet.", "Forking: not run yet."]
+    assert lines[4] == ("Set-point: pass@8 0.310 at step 0 -> 0.550 at the end; against GRPO: pass@8 0.550 vs "
+                        "0.500 (+0.050, noise +-0.125): equal (within noise); greedy pass@1 0.360 vs 0.360 "
+                        "(+0.000, noise +-0.120): equal (within noise).")
+    assert cm.claims({("clip_cov", 0): run(1, 0.3, 0.5)}, 64) == ["No GRPO run yet: nothing to compare against."]
+
+
+def test_a_run_past_the_horizon_is_read_at_the_horizon(tmp_path):
+    """GRPO ran to step 42 before the horizon (40) was fixed: its end figures are step 40's."""
+    rows = [{"step": s, "policy/entropy": e, "time/step": 30.0} for s, e in
+            [(38, 0.3), (39, 0.2), (40, 0.1), (41, 5.0), (42, 5.0)]]
+    rows[2].update({"eval/accuracy": 0.25, "eval/pass@8": 0.5})
+    rows[4].update({"eval/accuracy": 0.75, "eval/pass@8": 0.9})
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    at = cm.summarise(tmp_path, None, upto=40)
+    assert (at["steps"], at["acc_end"], at["p8_end"]) == (40, 0.25, 0.5)
+    assert abs(at["h_end"] - 0.2) < 1e-12          # mean of steps 38-40
+    past = cm.summarise(tmp_path, None)
+    assert (past["steps"], past["acc_end"]) == (42, 0.75)
