@@ -126,6 +126,10 @@ class LoggingConfig(_Section):
     progress: bool = Field(True, description="Show a progress bar.")
     plot: bool = Field(True, description="Write reward/entropy curves as PNG at the end (and at each eval).")
     ray_metrics: bool = Field(True, description="Export per-step metrics as ray.util.metrics gauges.")
+    sample_prompts: int = Field(4, ge=0, description=(
+        "Scored samples kept in <run dir>/samples.jsonl: per training step the first sample of the first "
+        "this-many prompts, per evaluation the greedy answers to as many held-out prompts, each with its "
+        "gold, extracted answer and verdict (orchestrator.samples). 0 = none."))
     tensorboard: bool = Field(False, description=(
         "Also write TensorBoard event files to <run dir>/tensorboard (needs the `tensorboard` extra)."))
     wandb_project: Optional[str] = Field(None, description=(

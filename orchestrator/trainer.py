@@ -32,6 +32,7 @@ import torch
 from common.episode import Group, group_by_prompt
 from orchestrator import checkpoint as ckpt
 from orchestrator.config import JobConfig, dump_config
+from orchestrator.samples import SampleLog, verdict_fractions
 from orchestrator.storage import RunStorage
 
 log = logging.getLogger("forkrl")
@@ -119,6 +120,7 @@ class Trainer:
         self.controller = None  # algorithm.entropy_control: the PI controller of one loss coefficient
         self.pending_push = None  # async mode: the last weight push, sent but not yet confirmed
         self.last_push_metrics: dict[str, float] = {}  # async mode: of the last confirmed push
+        self.samples = SampleLog(self.run_dir / "samples.jsonl", cfg.logging.sample_prompts)
 
     @property
     def version(self) -> int:
@@ -438,6 +440,8 @@ class Trainer:
                 out = self.generate(rows, seed)
             with timer("verify"):
                 self.verify(rows, out["groups"], f"s{self.step_idx}r{r}")
+            if r == 0:
+                self.samples.write(self.step_idx + 1, "train", rows, out["groups"])
             self._account(got, out)
             kept.extend(self._keep(out["groups"]))
             if len(kept) >= want or self.stop_reason:
@@ -497,6 +501,7 @@ class Trainer:
             self.queue.fill(t.max_staleness)
             with timer("verify"):
                 self.verify(request.rows, out["groups"], f"a{request.index}")
+            self.samples.write(self.step_idx + 1, "train", request.rows, out["groups"])
             self._account(got, out)
             groups = out["groups"]
             if t.stale_groups == "drop":
@@ -644,6 +649,7 @@ class Trainer:
             "rollout/tokens": float(got.tokens),
             "rollout/tokens_per_s": got.tokens / max(got.seconds, 1e-9),
             "rollout/staleness": float(self.version - min((ep.weight_version for ep in episodes), default=0)),
+            **verdict_fractions(episodes),
         }
 
     # ---- evaluation --------------------------------------------------------------------------
@@ -654,10 +660,12 @@ class Trainer:
             return {}
         out = self.generate(self.eval_rows, seed=12345, n=1, temperature=self.cfg.eval.temperature)
         self.verify(self.eval_rows, out["groups"], f"eval{self.step_idx}")
+        self.samples.write(self.step_idx, "eval", self.eval_rows, out["groups"])
         episodes = [ep for g in out["groups"] for ep in g]
         m = {"eval/accuracy": float(np.mean([ep.correct for ep in episodes])),
              "eval/reward_mean": float(np.mean([ep.reward for ep in episodes])),
-             "eval/response_length": float(np.mean([len(ep.response_ids) for ep in episodes]))}
+             "eval/response_length": float(np.mean([len(ep.response_ids) for ep in episodes])),
+             **verdict_fractions(episodes, prefix="eval/verdict/")}
         e = self.cfg.eval
         if e.pass_k:
             from orchestrator.evaluation import pass_at_k_metrics, resolve_sample_temperature

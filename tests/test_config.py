@@ -245,6 +245,7 @@ BOUNDS = [
     ("logging.progress", "maybe", False, []),
     ("logging.plot", "maybe", False, []),
     ("logging.ray_metrics", "maybe", False, []),
+    ("logging.sample_prompts", -1, 0, []),
     ("logging.tensorboard", "maybe", True, []),
     ("logging.wandb_project", "[p]", "p", []),
     ("logging.wandb_mode", "upload", "online", []),

@@ -246,3 +246,26 @@ def test_rows_keep_groups_together_for_the_packed_learner(tmp_path, packing, exp
     order = list(dict.fromkeys(prompts))  # label groups by first appearance: 0, 1
     assert [order.index(p) for p in prompts] == expected
     assert sorted(batch.attention_mask.sum(1).tolist()) == [3, 4, 5, 6]  # 2 prompt tokens + 1..4
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_steps_and_evaluations_keep_scored_samples_without_changing_the_run(tmp_path, mode):
+    from orchestrator.samples import read_samples
+
+    quiet = make_trainer(tmp_path / "quiet", mode, 1, 2, "logging.sample_prompts=0")
+    logged = make_trainer(tmp_path / "logged", mode, 1, 2, "logging.sample_prompts=1")
+    logged.eval_rows = logged.stream.rows[:3]
+    quiet.eval_rows = quiet.stream.rows[:3]
+    step = [t.step_async() if mode == "async" else t.step() for t in (quiet, logged)]
+    for t in (quiet, logged):
+        t.evaluate()
+    # the same batches whether or not samples are logged
+    (a,), (b,) = quiet.learner.batches, logged.learner.batches
+    assert a.input_ids.tolist() == b.input_ids.tolist() and a.advantages.tolist() == b.advantages.tolist()
+    assert not (tmp_path / "quiet" / "run" / "samples.jsonl").exists()
+    lines = read_samples(tmp_path / "logged" / "run" / "samples.jsonl")
+    # one training line (step 1, the first prompt's sample 0) and one eval line (step 0)
+    assert [(x["kind"], x["step"], x["sample"], x["verdict"]) for x in lines] == [("train", 1, 0, "ok"),
+                                                                                  ("eval", 0, 0, "ok")]
+    assert lines[1]["prompt_id"] == "r0" and lines[1]["gold"] == "1"
+    assert step[1]["verdict/ok"] == 1.0 and step[1]["verdict/wrong_answer"] == 0.0
