@@ -396,6 +396,37 @@ def _number_literal(answer: str) -> bool:
     return den > 1 and math.gcd(num, den) == 1
 
 
+_OPERATOR = r"(?:[+*/\-]|\\times|\\cdot|\\div)"
+_OPERAND_LEFT_RE = re.compile(rf"[\d)]\s*{_OPERATOR}\s*$")
+_OPERAND_RIGHT_RE = re.compile(rf"\s*{_OPERATOR}\s*[\d(]")
+
+
+def _last_side(answer: str) -> str:
+    """An equation chain answers with its last side: "8 + 13 - 7 = 14" -> "14" (and "x = 13" -> "13").
+    The number rule then applies to that side, so "\\boxed{37 = 19 + 17}" is still arithmetic left undone."""
+    return answer.rsplit("=", 1)[1].strip() if "=" in answer else answer
+
+
+def _undone_operand(response: str, answer: str) -> bool:
+    """True when the number graded from prose is an operand of arithmetic the response left undone.
+
+    math-verify's own extraction (step 4) and the last-number fallback read one number out of an
+    expression when punctuation follows it: "What is 19 + 17?" grades 17, "19+17?" grades 19, so the
+    question echoed back scores whenever that operand is the sum (0 + 17, 5 - 5 + 7: ~4% of the
+    arithmetic task). The answer's last occurrence is checked: with a binary operator between it and
+    another number it is an operand, not a result ("19 + 17 = 36" grades 36, after "=")."""
+    sign, digits = re.fullmatch(r"([+-]?)\s*(.*)", answer.strip()).groups()
+    pattern = rf"(?<![\d.]){re.escape(sign)}\s*{re.escape(digits)}(?![\d.])" if sign else \
+        rf"(?<![\d.]){re.escape(digits)}(?![\d.])"
+    text = _normalize_text(_FENCE_RE.sub("\n", response)[-_TAIL_CHARS:])
+    last = None
+    for last in re.finditer(pattern, text):
+        pass
+    if last is None:
+        return False
+    return bool(_OPERAND_LEFT_RE.search(text[:last.start()]) or _OPERAND_RIGHT_RE.match(text[last.end():]))
+
+
 def _clamp(reward: float) -> float:
     """Rewards live in [0, 1] whatever the format terms: pass rates and advantage scales assume it.
 
@@ -410,7 +441,8 @@ def score_math(sample: Sample, cfg: MathRewardConfig) -> Score:
     A data error (no gold) scores a flat 0 without the format term, so every sample of that prompt gets
     the same reward and no gradient. A response without a gradable answer scores 0 with the reason. For
     a gold that is a number, an answer that is not a number (arithmetic left undone, such as the question
-    copied into the box) scores 0 as "unsimplified" (`cfg.numbers_as_numbers`).
+    copied into the box), or a number read from prose that is an operand of undone arithmetic, scores 0
+    as "unsimplified" (`cfg.numbers_as_numbers`); an equation chain is graded by its last side.
     """
     gold, problem = _gold_answer(sample.answer, cfg.max_answer_chars, cfg.parse_timeout_s)
     if gold is None:
@@ -420,8 +452,11 @@ def score_math(sample: Sample, cfg: MathRewardConfig) -> Score:
     if answer is None:
         reason = how if how.startswith("bad_box") or how == "hedge" else "no_answer"
         return Score(sample.uid, _clamp(fmt), False, reason, None)
-    if cfg.numbers_as_numbers and _number_literal(gold) and not _number_literal(answer):
-        return Score(sample.uid, _clamp(fmt), False, "unsimplified", answer)
+    if cfg.numbers_as_numbers and _number_literal(gold):
+        answer = _last_side(answer)
+        if not _number_literal(answer) or (how in ("math_verify", "last_number")
+                                           and _undone_operand(sample.response, answer)):
+            return Score(sample.uid, _clamp(fmt), False, "unsimplified", answer)
     correct = answers_equivalent(gold, answer, cfg.parse_timeout_s, cfg.max_answer_chars)
     return Score(sample.uid, _clamp((1.0 if correct else 0.0) + fmt), correct,
                  "ok" if correct else "wrong_answer", answer)

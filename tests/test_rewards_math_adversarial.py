@@ -54,6 +54,22 @@ CASES = [
     ("double_negation", "\\boxed{-(-13)}", "13", 0.0, UNSIMPLIFIED),
     ("root_of_square", "\\boxed{\\sqrt{169}}", "13", 0.0, UNSIMPLIFIED),
     ("power", "\\boxed{2^3}", "8", 0.0, UNSIMPLIFIED),
+    # the echo with the question's own punctuation: math-verify grades one operand out of "19 + 17?"
+    # (found by an adversarial review; it paid on ~4% of the arithmetic task: 0 + x, a - a + x)
+    ("echo_with_question_mark", "What is 0 + 17?", "17", 0.0, UNSIMPLIFIED),
+    ("echo_cancelling_terms", "What is 5 - 5 + 7?", "7", 0.0, UNSIMPLIFIED),
+    ("echo_no_spaces_first_operand", "19+0?", "19", 0.0, UNSIMPLIFIED),
+    ("echo_then_brace", "0 + 17}", "17", 0.0, UNSIMPLIFIED),
+    ("echo_negative_gold", "What is 0 - 8?", "-8", 0.0, UNSIMPLIFIED),
+    ("echo_cut_off_at_equals", "19 + 17=", "36", 0.0, UNSIMPLIFIED),
+    ("boxed_equation_wrong_side", "\\boxed{37 = 19+17}", "36", 0.0, UNSIMPLIFIED),
+    # honest work around those rules: an equation chain answers with its last side
+    ("boxed_equation_chain", "\\boxed{8 + 13 - 7 = 14}", "14", 1.0, OK),
+    ("boxed_equation_no_spaces", "\\boxed{19+17=36}", "36", 1.0, OK),
+    ("prose_chain", "So 8 + 13 = 21, and 21 - 7 = 14.", "14", 1.0, OK),
+    ("prose_negative_result", "5 - 8 = -3", "-3", 1.0, OK),
+    ("prose_result_then_dash", "36 - wait, yes: 36", "36", 1.0, OK),
+    ("prose_result_exclaimed", "19 + 17 = 36!", "36", 1.0, OK),
     ("decimal_for_int", "\\boxed{13.0}", "13", 1.0, OK),
     ("lowest_terms_for_decimal", "\\boxed{\\frac{1}{2}}", "0.5", 1.0, OK),
     ("decimal_for_fraction", "\\boxed{0.5}", "\\frac{1}{2}", 1.0, OK),
