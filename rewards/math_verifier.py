@@ -76,7 +76,7 @@ _TEXT_BLOCK_RE = re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{[^{}]*\}")
 _NUM_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|-?\.\d+")
 
 # --- normalisation patterns ----------------------------------------------------------------------------
-_UNICODE = str.maketrans({"\u2212": "-", "\ufe63": "-", "\uff0d": "-",
+_UNICODE = str.maketrans({"\u2212": "-", "\ufe63": "-", "\uff0d": "-", "\u2013": "-", "\uff0b": "+",
                           "\u00d7": r"\times ", "\u22c5": r"\cdot ", "\u00b7": r"\cdot "})
 _THIN_SEP = r"(?:\\,|\\ |\\;|\\:|\\!|~|\{,\}|\\thinspace\s*|[\u2009\u202f\u00a0])"
 _THIN_THOUSANDS_RE = re.compile(rf"(?<![\d.])(\d{{1,3}})((?:{_THIN_SEP}\d{{3}})+)(?!\d)")
@@ -396,15 +396,25 @@ def _number_literal(answer: str) -> bool:
     return den > 1 and math.gcd(num, den) == 1
 
 
-_OPERATOR = r"(?:[+*/\-]|\\times|\\cdot|\\div)"
-_OPERAND_LEFT_RE = re.compile(rf"[\d)]\s*{_OPERATOR}\s*$")
-_OPERAND_RIGHT_RE = re.compile(rf"\s*{_OPERATOR}\s*[\d(]")
+# an arithmetic operator, in symbols, LaTeX or words, and what may sit between it and its operands
+_OPERATOR = (r"(?:[+*/\-\u2214\u2795\u2796]|\\(?:times|cdot|div|pm|mp|oplus|ominus)(?![A-Za-z])"
+             r"|\b(?:plus|minus|times|divided\s+by|multiplied\s+by)\b)")
+_GAP = r"(?:\s|\$|~|\\[,;:! ]|\\q?quad\b|\\mathbin|[{}])*"
+_OPERAND_LEFT_RE = re.compile(rf"[\d)]{_GAP}{_OPERATOR}{_GAP}$", re.I)
+_OPERAND_RIGHT_RE = re.compile(rf"{_GAP}{_OPERATOR}{_GAP}[\d(]", re.I)
+_EQUALS_RE = re.compile(r"(?<![<>!=:/\\])=(?![=/])")  # "=", not "!=", "<=", ">=", "==", "=/=", ":="
+_CHAIN_SIDE_RE = re.compile(r"(?:[\s\d+*/().^{}\-]|\\(?:times|cdot|div|d?frac)(?![A-Za-z]))*|\s*[A-Za-z]\s*")
 
 
 def _last_side(answer: str) -> str:
     """An equation chain answers with its last side: "8 + 13 - 7 = 14" -> "14" (and "x = 13" -> "13").
-    The number rule then applies to that side, so "\\boxed{37 = 19 + 17}" is still arithmetic left undone."""
-    return answer.rsplit("=", 1)[1].strip() if "=" in answer else answer
+    The number rule then applies to that side, so "\\boxed{37 = 19 + 17}" is still arithmetic left
+    undone. Only a chain whose earlier sides are arithmetic or one variable counts: "x != 36",
+    "x <= 36", "x = 35, y = 36" and "35 \\text{ or } x = 36" are returned whole (and are no number)."""
+    sides = _EQUALS_RE.split(answer)
+    if len(sides) == 1 or not all(_CHAIN_SIDE_RE.fullmatch(side) for side in sides[:-1]):
+        return answer
+    return sides[-1].strip()
 
 
 def _undone_operand(response: str, answer: str) -> bool:
@@ -412,15 +422,15 @@ def _undone_operand(response: str, answer: str) -> bool:
 
     math-verify's own extraction (step 4) and the last-number fallback read one number out of an
     expression when punctuation follows it: "What is 19 + 17?" grades 17, "19+17?" grades 19, so the
-    question echoed back scores whenever that operand is the sum (0 + 17, 5 - 5 + 7: ~4% of the
-    arithmetic task). The answer's last occurrence is checked: with a binary operator between it and
-    another number it is an operand, not a result ("19 + 17 = 36" grades 36, after "=")."""
-    sign, digits = re.fullmatch(r"([+-]?)\s*(.*)", answer.strip()).groups()
-    pattern = rf"(?<![\d.]){re.escape(sign)}\s*{re.escape(digits)}(?![\d.])" if sign else \
-        rf"(?<![\d.]){re.escape(digits)}(?![\d.])"
+    question echoed back scores whenever that operand is the result (0 + 17, 5 - 5 + 7: ~4% of the
+    arithmetic task). The answer's last occurrence is checked (a sentence's closing "." is not part of
+    it): with an operator between it and another number, in symbols, LaTeX or words, it is an operand,
+    not a result ("19 + 17 = 36." grades 36, after "="; "0 + 17 = 17." grades the second 17)."""
+    sign, digits = re.fullmatch(r"([+-]?)\s*(.*)", answer.strip(), re.S).groups()
+    number = rf"{re.escape(sign)}\s*{re.escape(digits)}" if sign else re.escape(digits)
     text = _normalize_text(_FENCE_RE.sub("\n", response)[-_TAIL_CHARS:])
     last = None
-    for last in re.finditer(pattern, text):
+    for last in re.finditer(rf"(?<![\d.]){number}(?!\d|\.\d)", text):
         pass
     if last is None:
         return False
