@@ -66,3 +66,17 @@ def test_a_run_past_the_horizon_is_read_at_the_horizon(tmp_path):
     assert abs(at["h_end"] - 0.2) < 1e-12          # mean of steps 38-40
     past = cm.summarise(tmp_path, None)
     assert (past["steps"], past["acc_end"]) == (42, 0.75)
+
+
+def test_runs_without_their_own_step0_share_the_baselines():
+    base = {"acc0": 0.15, "p8_0": 0.36, "acc_best": 0.4, "p8_best": 0.6,
+            "curves": {"eval/accuracy": [(0, 0.15), (10, 0.4)], "eval/pass@8": [(0, 0.36), (10, 0.6)],
+                       "policy/entropy": []}}
+    other = {"acc0": NAN, "p8_0": NAN, "acc_best": 0.1, "p8_best": 0.7,
+             "curves": {"eval/accuracy": [(10, 0.1)], "eval/pass@8": [(10, 0.7)], "policy/entropy": []}}
+    res = {("grpo", 0): base, ("clip_cov", 0): other}
+    cm.share_step0(res, base)
+    assert (other["acc0"], other["p8_0"], other["acc_best"], other["p8_best"]) == (0.15, 0.36, 0.15, 0.7)
+    assert other["curves"]["eval/accuracy"] == [(0, 0.15), (10, 0.1)]
+    assert other["curves"]["eval/pass@8"] == [(0, 0.36), (10, 0.7)]
+    assert base["curves"]["eval/accuracy"] == [(0, 0.15), (10, 0.4)]   # its own step 0, untouched
