@@ -317,6 +317,9 @@ def report(args, state: dict, recipes: Path) -> None:
         print("no runs to report yet")
         return
     share_step0(res, res.get((BASELINE, args.seed)))
+    horizon = state.get("horizon")
+    # a run short of the horizon is listed as such, and left out of the claims and the plot
+    done = {k: v for k, v in res.items() if not horizon or v["steps"] >= horizon}
     base_h = [s["h_end"] for (m, _), s in res.items() if m == BASELINE and not math.isnan(s["h_end"])]
     base_h = sum(base_h) / len(base_h) if base_h else float("nan")
 
@@ -324,7 +327,7 @@ def report(args, state: dict, recipes: Path) -> None:
             "pass@8 end", "pass@8 best", "ceiling", "s/step", "wall min"]
     table = []
     for (m, seed), s in res.items():
-        table.append([m, str(seed), str(s["steps"]), _fmt(s["h_end"]), _fmt(s["h_end"] / base_h, 2),
+        table.append([m, str(seed), str(s["steps"]) if (m, seed) in done else f"{s['steps']} of {horizon} (unfinished)", _fmt(s["h_end"]), _fmt(s["h_end"] / base_h, 2),
                       _fmt(s["acc_end"]), _fmt(s["acc_best"]), _fmt(s["p1_end"]), _fmt(s["p8_end"]),
                       _fmt(s["p8_best"]), _fmt(s["ceiling"]), _fmt(s["s_step"], 0), _fmt(s["wall_min"], 0)])
     head2 = ["method", "seed", "loss tokens/step", "control acted on (tokens/step)", "PPO clip frac",
@@ -345,13 +348,13 @@ def report(args, state: dict, recipes: Path) -> None:
         from orchestrator.config import load_config
 
         n_eval = load_config(recipes / f"{BASELINE}.yaml", args.override).eval.num_prompts
-        verdicts = claims(res, n_eval)
+        verdicts = claims(done, n_eval)
     except Exception as e:  # as _shape: the report must not fail on a recipe the runs no longer match
         verdicts = [f"claims unavailable: {e}"]
     print("\n" + text(head, table) + "\n\n" + text(head2, table2) + "\n\n" + "\n".join(verdicts))
 
     png = Path(args.report_dir) / "compare_methods.png"
-    plot(res, png)
+    plot(done, png)
     cfg = _shape(recipes, args.override)
     doc = Path(args.report_dir) / "compare_methods.md"
     doc.parent.mkdir(parents=True, exist_ok=True)
