@@ -282,7 +282,7 @@ def claims(res: dict, num_prompts: int) -> list[str]:
     for method, name in CONTROLS.items():
         h = _seed_mean(res, method, "h_end")
         if math.isnan(h):
-            out.append(f"{name}: not run yet.")
+            out.append(f"{name}: not finished yet (no run at the horizon).")
             continue
         ratio = h / g["h_end"]
         held = "holds" if ratio > ENTROPY_CLAIM else "does not hold"
@@ -293,14 +293,21 @@ def claims(res: dict, num_prompts: int) -> list[str]:
         out.append(f"Forking (top 20%) matches or beats full-token updates: "
                    f"{versus('forking', 'acc_end', 'greedy pass@1')}; {versus('forking', 'p8_end', 'pass@8')}.")
     else:
-        out.append("Forking: not run yet.")
+        out.append("Forking: not finished yet (no run at the horizon).")
     if any(m == "setpoint" for m, _ in res):
         p80, p8 = _seed_mean(res, "setpoint", "p8_0"), _seed_mean(res, "setpoint", "p8_end")
         out.append(f"Set-point: pass@8 {p80:.3f} at step 0 -> {p8:.3f} at the end; against GRPO: "
                    f"{versus('setpoint', 'p8_end', 'pass@8')}; {versus('setpoint', 'acc_end', 'greedy pass@1')}.")
     else:
-        out.append("Set-point: not run yet.")
+        out.append("Set-point: not finished yet (no run at the horizon).")
     return out
+
+
+def finished(res: dict, horizon) -> dict:
+    """The runs that reached the horizon (all of them while none is fixed). A run short of it is
+    listed in the table as unfinished and left out of the claims and the plot: its end figures are
+    from an earlier step than the others'."""
+    return {k: v for k, v in res.items() if not horizon or v["steps"] >= horizon}
 
 
 def report(args, state: dict, recipes: Path) -> None:
@@ -318,8 +325,7 @@ def report(args, state: dict, recipes: Path) -> None:
         return
     share_step0(res, res.get((BASELINE, args.seed)))
     horizon = state.get("horizon")
-    # a run short of the horizon is listed as such, and left out of the claims and the plot
-    done = {k: v for k, v in res.items() if not horizon or v["steps"] >= horizon}
+    done = finished(res, horizon)
     base_h = [s["h_end"] for (m, _), s in res.items() if m == BASELINE and not math.isnan(s["h_end"])]
     base_h = sum(base_h) / len(base_h) if base_h else float("nan")
 

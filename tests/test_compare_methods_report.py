@@ -38,7 +38,7 @@ def test_claims_verdicts_written_out():
         "pass@8 0.300 vs 0.500 (-0.200, noise +-0.125): worse.",
         "Forking (top 20%) matches or beats full-token updates: greedy pass@1 0.500 vs 0.360 (+0.140, "
         "noise +-0.120): better; pass@8 0.500 vs 0.500 (+0.000, noise +-0.125): equal (within noise).",
-        "Set-point: not run yet.",
+        "Set-point: not finished yet (no run at the horizon).",
     ]
 
 
@@ -47,7 +47,7 @@ def test_claims_average_seeds_and_say_what_is_missing():
            ("setpoint", 0): run(0.8, 0.36, 0.55, p8_0=0.31)}
     lines = cm.claims(res, num_prompts=64)
     assert lines[0].endswith("policy entropy at the end 0.200.")
-    assert lines[1:4] == ["Clip-Cov: not run yet.", "KL-Cov: not run yet.", "Forking: not run yet."]
+    assert lines[1:4] == ["Clip-Cov: not finished yet (no run at the horizon).", "KL-Cov: not finished yet (no run at the horizon).", "Forking: not finished yet (no run at the horizon)."]
     assert lines[4] == ("Set-point: pass@8 0.310 at step 0 -> 0.550 at the end; against GRPO: pass@8 0.550 vs "
                         "0.500 (+0.050, noise +-0.125): equal (within noise); greedy pass@1 0.360 vs 0.360 "
                         "(+0.000, noise +-0.120): equal (within noise).")
@@ -80,3 +80,14 @@ def test_runs_without_their_own_step0_share_the_baselines():
     assert other["curves"]["eval/accuracy"] == [(0, 0.15), (10, 0.1)]
     assert other["curves"]["eval/pass@8"] == [(0, 0.36), (10, 0.7)]
     assert base["curves"]["eval/accuracy"] == [(0, 0.15), (10, 0.4)]   # its own step 0, untouched
+
+
+def test_runs_short_of_the_horizon_are_left_out_of_the_claims():
+    res = {("grpo", 0): dict(run(0.2, 0.36, 0.50), steps=40),
+           ("kl_cov", 0): dict(run(3.0, 0.50, 0.70), steps=25),     # stopped at step 25
+           ("clip_cov", 0): dict(run(2.5, 0.30, 0.70), steps=41)}
+    done = cm.finished(res, 40)
+    assert sorted(done) == [("clip_cov", 0), ("grpo", 0)]
+    assert cm.finished(res, None) == res                              # no horizon fixed yet: all
+    lines = cm.claims(done, num_prompts=64)
+    assert lines[2] == "KL-Cov: not finished yet (no run at the horizon)."
