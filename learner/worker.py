@@ -22,7 +22,7 @@ import math
 import os
 import socket
 import time
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from pydantic import TypeAdapter
@@ -539,21 +539,28 @@ class LearnerWorker:
             raise RuntimeError("init_weight_group() first")
         start = time.perf_counter()
         # Each flat is packed while its bucket is gathered (the generator is inside the gather).
-        total = self._sender.send(weights.pack_bucket(b, t) for b, t in self._bucket_tensors())
+        total = self._sender.send(self.weight_flats())
         if self.on_gpu:
             torch.cuda.synchronize()
         return {"bytes": total, "seconds": time.perf_counter() - start, "buckets": len(self.weight_plan())}
+
+    def weight_flats(self) -> Iterator[torch.Tensor]:
+        """Each bucket's flat tensor in plan order, on the training device: what either transport
+        sends (`weights.unpack_flats` is the receiving end). Rank 0 yields; ranks > 0 yield nothing
+        but must consume it too, to join ZeRO-3's gathers."""
+        for bucket, tensors in self._bucket_tensors():
+            if self.rank == 0:
+                yield weights.pack_bucket(bucket, tensors)
 
     def export_weights_refs(self) -> dict:
         """Object-store push: {"plan", "refs" (one ray.put per bucket), "bytes", "seconds", "buckets"}."""
         import ray
 
         start, total, refs = time.perf_counter(), 0, []
-        for bucket, tensors in self._bucket_tensors():
-            if self.rank == 0:
-                flat = weights.pack_bucket(bucket, tensors).cpu()
-                total += flat.numel() * flat.element_size()
-                refs.append(ray.put(flat))
+        for flat in self.weight_flats():
+            flat = flat.cpu()
+            total += flat.numel() * flat.element_size()
+            refs.append(ray.put(flat))
         if self.rank != 0:
             return {"plan": [], "refs": [], "bytes": 0, "seconds": 0.0, "buckets": 0}
         return {"plan": self.weight_plan(), "refs": refs, "bytes": total,
