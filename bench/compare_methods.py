@@ -310,6 +310,14 @@ def finished(res: dict, horizon) -> dict:
     return {k: v for k, v in res.items() if not horizon or v["steps"] >= horizon}
 
 
+def baseline_entropy(done: dict) -> float:
+    """Mean end entropy of the baseline's finished runs (the H/GRPO column's denominator); NaN
+    without one. Only finished runs: an unfinished GRPO run's entropy is from an earlier step, where
+    GRPO's entropy is still higher."""
+    hs = [s["h_end"] for (m, _), s in done.items() if m == BASELINE and not math.isnan(s["h_end"])]
+    return sum(hs) / len(hs) if hs else float("nan")
+
+
 def report(args, state: dict, recipes: Path) -> None:
     out = Path(args.out)
     res = {}
@@ -326,14 +334,14 @@ def report(args, state: dict, recipes: Path) -> None:
     share_step0(res, res.get((BASELINE, args.seed)))
     horizon = state.get("horizon")
     done = finished(res, horizon)
-    base_h = [s["h_end"] for (m, _), s in res.items() if m == BASELINE and not math.isnan(s["h_end"])]
-    base_h = sum(base_h) / len(base_h) if base_h else float("nan")
+    base_h = baseline_entropy(done)
 
     head = ["method", "seed", "steps", "H end", "H/GRPO", "pass@1 end", "pass@1 best", "pass@1 T=1 end",
             "pass@8 end", "pass@8 best", "ceiling", "s/step", "wall min"]
     table = []
     for (m, seed), s in res.items():
-        table.append([m, str(seed), str(s["steps"]) if (m, seed) in done else f"{s['steps']} of {horizon} (unfinished)", _fmt(s["h_end"]), _fmt(s["h_end"] / base_h, 2),
+        steps = str(s["steps"]) if (m, seed) in done else f"{s['steps']} of {horizon} (unfinished)"
+        table.append([m, str(seed), steps, _fmt(s["h_end"]), _fmt(s["h_end"] / base_h, 2),
                       _fmt(s["acc_end"]), _fmt(s["acc_best"]), _fmt(s["p1_end"]), _fmt(s["p8_end"]),
                       _fmt(s["p8_best"]), _fmt(s["ceiling"]), _fmt(s["s_step"], 0), _fmt(s["wall_min"], 0)])
     head2 = ["method", "seed", "loss tokens/step", "control acted on (tokens/step)", "PPO clip frac",

@@ -4,6 +4,7 @@ The expected lines are written out by hand from the figures below: 64 held-out p
 greedy pass@1 0.36 gives a noise band of 2 sqrt(0.36 * 0.64 / 64) = 0.12; its pass@8 0.50 gives
 2 sqrt(0.25 / 64) = 0.125."""
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -91,3 +92,14 @@ def test_runs_short_of_the_horizon_are_left_out_of_the_claims():
     assert cm.finished(res, None) == res                              # no horizon fixed yet: all
     lines = cm.claims(done, num_prompts=64)
     assert lines[2] == "KL-Cov: not finished yet (no run at the horizon)."
+
+
+def test_h_over_grpo_uses_finished_grpo_runs_only():
+    """GRPO seed 1 stopped at step 20 with entropy 0.9 (still falling): the ratio's denominator is
+    seed 0's 0.2 alone, not (0.2 + 0.9) / 2 = 0.55."""
+    res = {("grpo", 0): dict(run(0.2, 0.36, 0.50), steps=40),
+           ("grpo", 1): dict(run(0.9, 0.30, 0.55), steps=20),
+           ("clip_cov", 0): dict(run(2.5, 0.30, 0.70), steps=40)}
+    done = cm.finished(res, 40)
+    assert cm.baseline_entropy(done) == 0.2
+    assert math.isnan(cm.baseline_entropy({("clip_cov", 0): res[("clip_cov", 0)]}))
