@@ -37,8 +37,9 @@ def test_claims_verdicts_written_out():
         "KL-Cov keeps entropy over 10x GRPO's: 1.000 vs 0.200 = 5.0x, does not hold; accuracy, equal or "
         "better: greedy pass@1 0.200 vs 0.360 (-0.160, noise +-0.120): worse; "
         "pass@8 0.300 vs 0.500 (-0.200, noise +-0.125): worse.",
-        "Forking (top 20%) matches or beats full-token updates: greedy pass@1 0.500 vs 0.360 (+0.140, "
-        "noise +-0.120): better; pass@8 0.500 vs 0.500 (+0.000, noise +-0.125): equal (within noise).",
+        "Forking (top 20%) matches or beats full-token updates (against GRPO; DAPO clip-higher, the same "
+        "loss on all tokens, not finished yet): greedy pass@1 0.500 vs 0.360 (+0.140, noise +-0.120): "
+        "better; pass@8 0.500 vs 0.500 (+0.000, noise +-0.125): equal (within noise).",
         "Set-point: not finished yet (no run at the horizon).",
     ]
 
@@ -103,3 +104,15 @@ def test_h_over_grpo_uses_finished_grpo_runs_only():
     done = cm.finished(res, 40)
     assert cm.baseline_entropy(done) == 0.2
     assert math.isnan(cm.baseline_entropy({("clip_cov", 0): res[("clip_cov", 0)]}))
+
+
+def test_forking_is_judged_against_dapo_clip_higher_once_it_finished():
+    """forking.yaml is DAPO clip-higher's loss with the 80/20 mask: that run is its full-token control.
+    Bands at DAPO's values: 2 sqrt(0.3 * 0.7 / 64) = 0.115, 2 sqrt(0.8 * 0.2 / 64) = 0.100."""
+    res = {("grpo", 0): run(0.2, 0.36, 0.50),
+           ("dapo_clip_higher", 0): run(0.25, 0.30, 0.80),
+           ("forking", 0): run(0.3, 0.50, 0.50)}
+    line = next(x for x in cm.claims(res, num_prompts=64) if x.startswith("Forking"))
+    assert line == ("Forking (top 20%) matches or beats full-token updates (against DAPO clip-higher, the "
+                    "same loss on all tokens): greedy pass@1 0.500 vs 0.300 (+0.200, noise +-0.115): better; "
+                    "pass@8 0.500 vs 0.800 (-0.300, noise +-0.100): worse.")
