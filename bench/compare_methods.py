@@ -259,7 +259,8 @@ def claims(res: dict, num_prompts: int) -> list[str]:
     """The papers' claims, each with the figures that decide it and a verdict (issue 11's report).
 
     Accuracies are compared against a noise band: 2 standard errors of a proportion over the
-    `num_prompts` held-out problems at GRPO's value, sqrt(p (1 - p) / n) (for pass@8, whose
+    `num_prompts` held-out problems at the reference run's value (GRPO's; for forking, DAPO
+    clip-higher's once finished), sqrt(p (1 - p) / n) (for pass@8, whose
     per-problem estimate lies in [0, 1], this bounds its sampling error over problems). A method
     within the band counts as equal: "equal or better" is the papers' claim, not "better". With
     several seeds the seed means are compared."""

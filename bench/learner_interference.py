@@ -92,29 +92,39 @@ def snapshot() -> dict[int, tuple[str, int]]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()
         words = cmd.split()
         script = next((w for w in words[1:] if w.endswith(".py")), None)  # Ray's helpers: python x.py
         name = (f"{Path(words[0]).name} {Path(script).name}" if script else cmd.strip()[:80]
                 or stat[stat.find("(") + 1:stat.rfind(")")])
-        out[int(pid)] = (name, int(fields[11]) + int(fields[12]))  # utime + stime
+        out[int(pid)] = (name, cpu_ticks(stat))
     return out
+
+
+def cpu_ticks(stat: str) -> int:
+    """utime + stime of a /proc/<pid>/stat line (fields 14 and 15), in clock ticks. The command name
+    (field 2, in parentheses) may hold spaces and parentheses: fields are counted after its last ')'."""
+    fields = stat[stat.rfind(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def train_phase_load(snaps: list[tuple[float, dict]], me: set[int]) -> tuple[float, float, collections.Counter]:
     """(seconds, learner CPU seconds, {process: CPU seconds}) over the sampling intervals where the
-    learner actor ran at >= 1.5 cores."""
+    busiest learner actor ran at >= 1.5 cores.
+
+    A lower bound of the load: an interval where neighbours took the most from the learner may fall
+    under the threshold and be left out."""
     others: collections.Counter = collections.Counter()
     wall = learner = 0.0
     for (t0, a), (t1, b) in zip(snaps, snaps[1:]):
         used = {p: ((b[p][1] - a[p][1]) / HZ, b[p][0]) for p in b if p in a and p not in me}
-        rank = [p for p, (_, name) in used.items() if name.startswith("ray::LearnerActor")]
-        if not rank or used[rank[0]][0] / (t1 - t0) < 1.5:
+        ranks = [p for p, (_, name) in used.items() if name.startswith("ray::LearnerActor")]
+        rank = max(ranks, key=lambda p: used[p][0], default=None)
+        if rank is None or used[rank][0] / (t1 - t0) < 1.5:
             continue
         wall += t1 - t0
-        learner += used[rank[0]][0]
+        learner += used[rank][0]
         for p, (cpu, name) in used.items():
-            if p != rank[0] and cpu > 0:
+            if p != rank and cpu > 0:
                 others[name] += cpu
     return wall, learner, others
 

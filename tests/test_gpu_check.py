@@ -40,15 +40,29 @@ def test_every_part_runs_and_passes_on_cpu(tmp_path):
     assert learner["ok"] and learner["dtype"] == "float32" and learner["device"] == "cpu"
     assert learner["param_sum_after"] != learner["param_sum_before"]
     assert report["engine"]["episodes"] == 64  # 8 prompts x 8 samples
-    assert report["push"]["ok"] and report["push"]["mismatched"] == [] and report["push"]["compared"] > 0
-    assert report["agreement"]["ok"] and report["agreement"]["mean_abs"] < 1e-3
+    push = report["push"]
+    assert push["ok"] and push["mismatched"] == [] and push["compared"] > 0
+    assert push["numel"] == push["plan_numel"] > 0
+    assert report["agreement"]["ok"] and report["agreement"]["mean_abs"] < 1e-4
     gloo = report["collective_gloo"]
-    assert gloo["ok"] and gloo["engine_param_sum"] == gloo["learner_param_sum"]
+    assert gloo["ok"] and gloo["mismatched"] == [] and gloo["compared"] == push["compared"]
+    assert gloo["numel"] == gloo["plan_numel"] == push["plan_numel"]
 
 
 def test_a_push_that_loads_nothing_fails_the_run(tmp_path):
-    """The engine keeps its own (initial) weights: the bit-for-bit check and the exit code say so."""
+    """The engine keeps its poisoned weights: the bit-for-bit check and the exit code say so."""
     rc, report, log = run_check(
         tmp_path, "from actors.engines import HFEngine; HFEngine.load_flat_buckets = lambda self, plan, flats: 0")
     assert rc == 1, log[-3000:]
     assert report["push"]["ok"] is False and report["push"]["mismatched"]
+
+
+def test_a_push_that_skips_the_norm_weights_fails_the_run(tmp_path):
+    """1-D tensors barely move in training (bf16 norm weights may not move at all), so an engine that
+    kept its own would match the learner's by chance; the engine is poisoned before the push."""
+    skip = ("from actors.engines import HFEngine; load = HFEngine._load; "
+            "HFEngine._load = lambda self, pairs: load(self, [(n, t) for n, t in pairs if t.dim() > 1])")
+    rc, report, log = run_check(tmp_path, skip)
+    assert rc == 1, log[-3000:]
+    assert report["push"]["ok"] is False
+    assert all("norm" in n for n in report["push"]["mismatched"]) and report["push"]["mismatched"]

@@ -20,18 +20,27 @@ def snap(learner_s, engine_s, raylet_s, sampler_s):
 
 
 def test_only_the_learners_busy_intervals_count():
+    """Half-second samples: the rate is CPU seconds over the interval's length, and exactly 1.5
+    cores counts."""
     snaps = [
         (0.0, snap(0, 0, 0, 0)),
-        (1.0, snap(0.2, 0.9, 0.1, 0.1)),    # generate: learner 0.2 cores -> not counted
-        (2.0, snap(2.1, 1.0, 0.2, 0.2)),    # train: learner 1.9 cores, engine 0.1, raylet 0.1
-        (3.0, snap(4.0, 1.0, 0.5, 0.3)),    # train: learner 1.9 cores, raylet 0.3
-        (4.0, snap(5.4, 1.0, 0.6, 0.4)),    # learner 1.4 cores -> not counted
+        (0.5, snap(0.1, 0.45, 0.05, 0.05)),   # generate: learner 0.2 cores -> not counted
+        (1.0, snap(1.05, 0.5, 0.1, 0.1)),     # train: learner 1.9 cores, engine 0.05, raylet 0.05
+        (1.5, snap(1.8, 0.5, 0.25, 0.15)),    # train: learner exactly 1.5 cores, raylet 0.15
+        (2.0, snap(2.5, 0.5, 0.3, 0.2)),      # learner 1.4 cores -> not counted
     ]
     wall, learner, others = li.train_phase_load(snaps, me={SAMPLER})
-    assert wall == 2.0
-    assert abs(learner - 3.8) < 1e-9
-    assert {k: round(v, 6) for k, v in others.items()} == {"ray::RolloutWorker": 0.1,
-                                                           "/usr/bin/raylet --node": 0.4}
+    assert wall == 1.0
+    assert abs(learner - 1.7) < 1e-9
+    assert {k: round(v, 6) for k, v in others.items()} == {"ray::RolloutWorker": 0.05,
+                                                           "/usr/bin/raylet --node": 0.2}
+
+
+def test_cpu_ticks_reads_utime_and_stime_after_a_name_with_spaces_and_parentheses():
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+    # cutime cstime ...: utime 700 and stime 55; the children's 9000 and 800 are not ours.
+    stat = "4242 (ray::Learner (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 700 55 9000 800 20 0 5 0 1"
+    assert li.cpu_ticks(stat) == 755
 
 
 def test_a_process_that_appears_mid_interval_is_skipped_and_no_learner_means_no_phase():
