@@ -93,7 +93,10 @@ def snapshot() -> dict[int, tuple[str, int]]:
         except OSError:
             continue
         words = cmd.split()
-        script = next((w for w in words[1:] if w.endswith(".py")), None)  # Ray's helpers: python x.py
+        # Ray's Python helpers by script (python log_monitor.py); not the raylet, whose arguments
+        # name a .py too.
+        python = bool(words) and Path(words[0]).name.startswith("python")
+        script = next((w for w in words[1:] if w.endswith(".py")), None) if python else None
         name = (f"{Path(words[0]).name} {Path(script).name}" if script else cmd.strip()[:80]
                 or stat[stat.find("(") + 1:stat.rfind(")")])
         out[int(pid)] = (name, cpu_ticks(stat))
