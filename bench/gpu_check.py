@@ -16,17 +16,19 @@ Each part is checked, and its figures printed and written to OUT/gpu_check.json:
              tokens): seconds per step, tokens/s, peak GPU memory; the loss is finite and the
              parameters move.
   variants   (--variants) train step and log-prob pass for micro-batch 16 / 64 x packed / padded,
-             each in a fresh worker: where a small model's GPU step is launch-bound, the micro-batch
+             each in a fresh worker: where a small model's GPU step is host-bound, the micro-batch
              and packing that are right on CPU are not.
   profile    (--profile) torch.profiler over one train step: CPU-side and CUDA-side totals, kernel
              launches, the top operators by CPU time.
   engine     HF generate, 8 prompts x 8 samples, `--max-new-tokens`: seconds, tokens/s.
-  push       the object-store path's bucket format (learner flats -> engine.load_flat_buckets):
-             the engine's weights then equal the learner's bit for bit.
+  push       the object-store path's bucket format (learner flats -> engine.load_flat_buckets)
+             into an engine first filled with NaN: its weights then equal the learner's bit for
+             bit, and it received the plan's element count.
   agreement  the engine's sampling log-probs against the learner's log-probs of the same tokens
              (what off-policy correction compares): mean and max |difference|.
-  collective the collective push to an engine in a second process (gloo, then NCCL). With one GPU
-             NCCL cannot put two ranks on one device: the attempt and its error are recorded.
+  collective the collective push to an engine in a second process, also poisoned first (gloo,
+             then NCCL): a position-sensitive checksum of every tensor must match. With one GPU
+             NCCL cannot put two ranks on one device: that refusal is recorded and excused.
 Exit 1 when a check fails.
 """
 from __future__ import annotations

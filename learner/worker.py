@@ -546,7 +546,7 @@ class LearnerWorker:
 
     def weight_flats(self) -> Iterator[torch.Tensor]:
         """Each bucket's flat tensor in plan order, on the training device: what either transport
-        sends (`weights.unpack_flats` is the receiving end). Rank 0 yields; ranks > 0 yield nothing
+        sends (`weights.unpack_bucket` / `unpack_flats` are the receiving end). Rank 0 yields; ranks > 0 yield nothing
         but must consume it too, to join ZeRO-3's gathers."""
         for bucket, tensors in self._bucket_tensors():
             if self.rank == 0:
