@@ -15,9 +15,9 @@ import compare_methods as cm  # noqa: E402
 NAN = float("nan")
 
 
-def run(h_end, acc_end, p8_end, acc0=0.16, p8_0=0.33, p8_best=NAN):
+def run(h_end, acc_end, p8_end, acc0=0.16, p8_0=0.33, p8_best=NAN, h_start=NAN):
     return {"h_end": h_end, "acc_end": acc_end, "p8_end": p8_end, "acc0": acc0, "p8_0": p8_0,
-            "p8_best": p8_end if p8_best != p8_best else p8_best}
+            "p8_best": p8_end if p8_best != p8_best else p8_best, "h_start": h_start}
 
 
 def test_claims_verdicts_written_out():
@@ -41,6 +41,7 @@ def test_claims_verdicts_written_out():
         "loss on all tokens, not finished yet): greedy pass@1 0.500 vs 0.360 (+0.140, noise +-0.120): "
         "better; pass@8 0.500 vs 0.500 (+0.000, noise +-0.125): equal (within noise).",
         "Set-point: not finished yet (no run at the horizon).",
+        "Composed: not finished yet (no run at the horizon).",
     ]
 
 
@@ -54,6 +55,15 @@ def test_claims_average_seeds_and_say_what_is_missing():
                         "0.500 (+0.050, noise +-0.125): equal (within noise); greedy pass@1 0.360 vs 0.360 "
                         "(+0.000, noise +-0.120): equal (within noise).")
     assert cm.claims({("clip_cov", 0): run(1, 0.3, 0.5)}, 64) == ["No GRPO run yet: nothing to compare against."]
+
+
+def test_composed_is_reported_against_grpo():
+    res = {("grpo", 0): run(0.2, 0.36, 0.50),
+           ("composed", 0): run(1.6, 0.20, 0.45)}   # 8x; pass@1 -0.16 worse; pass@8 -0.05 within 0.125
+    assert cm.claims(res, num_prompts=64)[-1] == (
+        "Composed (forking mask + KL-Cov + dynamic sampling; no paper claims it): entropy 1.600 = 8.0x "
+        "GRPO's; against GRPO: greedy pass@1 0.200 vs 0.360 (-0.160, noise +-0.120): worse; "
+        "pass@8 0.450 vs 0.500 (-0.050, noise +-0.125): equal (within noise).")
 
 
 def test_a_run_past_the_horizon_is_read_at_the_horizon(tmp_path):
@@ -116,3 +126,15 @@ def test_forking_is_judged_against_dapo_clip_higher_once_it_finished():
     assert line == ("Forking (top 20%) matches or beats full-token updates (against DAPO clip-higher, the "
                     "same loss on all tokens): greedy pass@1 0.500 vs 0.300 (+0.200, noise +-0.115): better; "
                     "pass@8 0.500 vs 0.800 (-0.300, noise +-0.100): worse.")
+
+
+def test_the_ratio_claims_reach_is_stated_when_10x_grpo_exceeds_the_starting_entropy():
+    res = {("grpo", 0): run(0.25, 0.36, 0.50, h_start=2.2), ("grpo", 1): run(0.23, 0.36, 0.50, h_start=2.3),
+           ("kl_cov", 0): run(0.75, 0.36, 0.50, h_start=2.25)}   # 0.75 / 0.24 = 3.1x
+    lines = cm.claims(res, num_prompts=64)
+    assert lines[2].startswith("KL-Cov keeps entropy over 10x GRPO's: 0.750 vs 0.240 = 3.1x, does not hold")
+    assert lines[3] == ("Reach of the ratio claim: 10x GRPO's end entropy is 2.400, above the policy's entropy "
+                        "at step 1 (2.250): at this horizon only a control that raises entropy above its "
+                        "start could meet it; the ratio can be tested only where GRPO's entropy falls much lower.")
+    res[("grpo", 0)], res[("grpo", 1)] = run(0.1, 0.36, 0.5, h_start=2.2), run(0.1, 0.36, 0.5, h_start=2.3)
+    assert not any(x.startswith("Reach") for x in cm.claims(res, num_prompts=64))   # 1.0 < 2.25
