@@ -32,7 +32,11 @@ class RolloutConfig(BaseModel):
         None, gt=0, description="Explicit KV-cache size in GiB (overrides gpu_memory_utilization's sizing); "
         "the robust choice on CPU, where vLLM otherwise derives it from the process's RSS.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="'auto' = float32 on CPU (bf16 matmul is ~600x slower there), bfloat16 on GPU.")
+        "auto", description="'auto' = float32 on CPU, bfloat16 on GPU. On a CPU with AVX512-BF16 or AMX, "
+        "bfloat16 generates faster (1.53x float32's tokens/s on an AVX512-BF16 EPYC, bench/bench_rollout.py "
+        "--dtypes) at the price of a sampler that differs slightly from the float32 learner (train/"
+        "rollout_kl_k3 0.001-0.003 per step vs ~2e-9 in float32; loss.tis corrects for it); on an AVX2-only "
+        "CPU it is ~600x slower (the engine warns).")
     enforce_eager: bool = Field(True, description="Skip CUDA-graph capture (faster start, needed on CPU).")
     max_num_seqs: int = Field(256, ge=1, description="Engine batch size limit (sequences in flight).")
     block_size: int | None = Field(

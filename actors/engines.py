@@ -6,6 +6,7 @@ Neither knows about Ray, the learner or rewards.
 """
 from __future__ import annotations
 
+import logging
 from typing import Protocol, Sequence
 
 import torch
@@ -34,6 +35,7 @@ class VLLMEngine:
         from vllm import LLM
 
         self.cfg = cfg
+        warn_slow_cpu_dtype(cfg)
         self.llm = LLM(
             model=model_path,
             dtype=cfg.resolved_dtype(),
@@ -184,6 +186,21 @@ cores, identical samples). Two likely reasons, not separated: a prompt's full 32
 shared by its samples through the prefix cache (a 128-token block is never full for these prompts), and
 short sequences do not pay for a 128-token block's attention. Prefilling each prompt once before its
 samples (max_tokens=1) did not help further (10.1 s)."""
+
+
+def warn_slow_cpu_dtype(cfg: RolloutConfig) -> bool:
+    """Warn (and return True) when a CPU engine is asked for bf16 on a CPU without bf16 dot-product
+    instructions. Checked here, on the actor's own host, since nodes may differ. bf16 generation was
+    1.53x fp32's tokens/s on an AVX512-BF16 CPU (bench/bench_rollout.py --dtypes) and ~600x slower than
+    fp32 on an AVX2-only one."""
+    if cfg.gpus_per_actor or cfg.resolved_dtype() != "bfloat16":
+        return False
+    if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+        return False
+    logging.getLogger(__name__).warning(
+        "rollout.dtype=bfloat16 on a CPU without AVX512-BF16 or AMX: generation will be far slower than "
+        "float32 (set rollout.dtype: float32 or auto)")
+    return True
 
 
 def cpu_scheduling_args(cfg: RolloutConfig) -> dict:

@@ -1,13 +1,17 @@
 """What other processes cost the learner's train step on a small CPU (issue 8: the 3-8 s per step
 the job adds around the learner).
 
-    python bench/learner_interference.py ticker [--loads 0/0,1/10,3/10] [--model DIR]
+    python bench/learner_interference.py ticker [--loads 0/0,1/10,3/10,0/10x16] [--model DIR]
     python bench/learner_interference.py job [--steps 3] [--recipe recipes/default.yaml]
 
 ticker  The plain `LearnerWorker` (no Ray, 2 threads, packed, micro-batch 16, ZeRO-2: the peer_trl
         shape) trains on bench_learner's 64-sequence batch, once quiet and once per load beside it.
         A load BUSY/PERIOD is a separate process that spins BUSY ms every PERIOD ms on the same
-        cores: BUSY/PERIOD of one core. Prints each step's wall and CPU seconds.
+        cores: BUSY/PERIOD of one core. BUSY/PERIODxN runs N such threads in it; 0/10x16 is 16
+        threads that only wake every 10 ms, like the job's idle gloo event loops (gloo's TCP loop
+        polls with a 10 ms timeout; the idle rollout actor held 13 such threads). Measured: 0/10x16
+        makes ~3,000 voluntary context switches/s, GIL handoffs adding to the 1,600 timer wakeups.
+        Prints each step's wall and CPU seconds.
 job     The peer_trl-shaped job (8 prompts x 8 samples, <= 96 new tokens, lr 1e-5, no evaluation or
         checkpoints) through the real CLI, while every process's CPU time is sampled from /proc
         twice a second. Prints the CPU seconds of every other process while the learner ran at
@@ -34,13 +38,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 HZ = os.sysconf("SC_CLK_TCK")
 
 
-def spin(busy_ms: float, period_ms: float, stop) -> None:
-    """The load: spin `busy_ms`, sleep the rest of `period_ms`, until `stop` is set."""
-    while not stop.is_set():
-        start = time.perf_counter()
-        while time.perf_counter() - start < busy_ms / 1000:
-            pass
-        time.sleep(max(0.0, (period_ms - busy_ms) / 1000))
+def spin(busy_ms: float, period_ms: float, stop, threads: int = 1) -> None:
+    """The load: `threads` threads that each spin `busy_ms`, then sleep the rest of `period_ms`,
+    until `stop` is set."""
+    import threading
+
+    def one() -> None:
+        while not stop.is_set():
+            start = time.perf_counter()
+            while time.perf_counter() - start < busy_ms / 1000:
+                pass
+            time.sleep(max(0.0, (period_ms - busy_ms) / 1000))
+
+    workers = [threading.Thread(target=one, daemon=True) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+def parse_load(spec: str) -> tuple[float, float, int]:
+    """'BUSY/PERIOD' or 'BUSY/PERIODxTHREADS' (ms) -> (busy, period, threads); '0/0' is quiet."""
+    shape, _, threads = spec.partition("x")
+    busy, period = (float(x) for x in shape.split("/"))
+    n = int(threads) if threads else (1 if period > 0 else 0)
+    if busy < 0 or period < 0 or busy > period or n < 0 or (n > 0 and period == 0):
+        raise ValueError(f"--loads: {spec!r} is not BUSY/PERIOD[xTHREADS] with 0 <= BUSY <= PERIOD, PERIOD > 0")
+    return busy, period, n
 
 
 def ticker(args) -> None:
@@ -63,10 +87,10 @@ def ticker(args) -> None:
     # next writes would fault page by page (the first step after a fork measured 25% slower).
     ctx = mp.get_context("spawn")
     for spec in args.loads.split(","):
-        busy, period = (float(x) for x in spec.split("/"))
+        busy, period, threads = parse_load(spec)
         stop, load = ctx.Event(), None
-        if busy > 0:
-            load = ctx.Process(target=spin, args=(busy, period, stop), daemon=True)
+        if threads > 0:
+            load = ctx.Process(target=spin, args=(busy, period, stop, threads), daemon=True)
             load.start()
         steps = []
         for _ in range(args.steps):
@@ -77,8 +101,9 @@ def ticker(args) -> None:
         stop.set()
         if load is not None:
             load.join()
-        share = f"{100 * busy / period:.0f}% of one core" if busy > 0 else "quiet"
-        print(f"load {spec:>6} ({share:>17}): " + ", ".join(steps), flush=True)
+        share = (f"{100 * busy * threads / period:.0f}% of one core, {threads} thread(s) every {period:g} ms"
+                 if threads > 0 else "quiet")
+        print(f"load {spec:>8} ({share:>34}): " + ", ".join(steps), flush=True)
 
 
 def snapshot() -> dict[int, tuple[str, int]]:
@@ -169,7 +194,8 @@ def main() -> None:
     sub = ap.add_subparsers(dest="mode", required=True)
     t = sub.add_parser("ticker", help="the plain learner beside a known load")
     t.add_argument("--model", default=None)
-    t.add_argument("--loads", default="0/0,1/10,3/10", help="BUSY/PERIOD in ms, comma-separated (0/0: quiet)")
+    t.add_argument("--loads", default="0/0,1/10,3/10",
+                   help="BUSY/PERIOD[xTHREADS] in ms, comma-separated (0/0: quiet)")
     t.add_argument("--steps", type=int, default=2)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--batch", type=int, default=64)

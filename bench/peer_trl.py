@@ -92,18 +92,19 @@ def write_prompts(a, path: Path) -> dict:
     lo, le = cfg.learner, cfg.learner.loss
     return {
         "model": cfg.model.path, "generation": "vLLM (CPU) in a rollout actor",
-        "mode / layout (threads)": f"{getattr(cfg.trainer, 'mode', 'sync')} / {getattr(cfg.trainer, 'layout', 'split')}",
+        "mode / layout (threads)": f"{cfg.trainer.mode} / {cfg.trainer.layout}",
+        "rollout dtype": cfg.rollout.resolved_dtype(),
         "rollout_actors x cpus": f"{cfg.rollout.num_actors} x {cfg.rollout.cpus_per_actor}",
         "learner_ranks x cpus": f"{lo.num_ranks} x {lo.cpus_per_rank}", "verifier_workers": cfg.reward.num_workers,
         "prompts_per_step": cfg.trainer.prompts_per_step, "samples_per_prompt": cfg.rollout.samples_per_prompt,
         "max_new_tokens": cfg.rollout.max_new_tokens, "temperature": cfg.rollout.temperature,
         "lr": lo.lr, "lr_schedule": "constant" if not lo.warmup_steps else f"warmup {lo.warmup_steps}",
-        "loss": f"{le.type} agg={le.agg} eps=({getattr(le, 'eps_low', '-')}, {getattr(le, 'eps_high', '-')})",
+        "loss": f"{le.type} agg={le.agg} eps=({le.eps_low}, {le.eps_high})",
         "advantage": cfg.algorithm.advantage, "micro_batch_size": lo.micro_batch_size,
         "optimizer_steps_per_step": lo.mini_batches * lo.epochs, "ref_model (KL)": lo.ref_model,
         "grad_clip": lo.grad_clip, "dtype": lo.resolve_dtype(on_gpu=lo.gpus_per_rank > 0),
         "zero_stage": lo.zero_stage, "gradient_checkpointing": lo.gradient_checkpointing,
-        "reward": f"{getattr(cfg.data, 'task', 'math')} verifier (boxed answer, math-verify equivalence)",
+        "reward": f"{cfg.data.task} verifier (boxed answer, math-verify equivalence)",
     }
 
 
@@ -112,7 +113,8 @@ def run_trl(py: Path, a, model: str, prompts: Path, out_json: Path, log_path: Pa
            "--steps", str(a.steps), "--prompts", str(a.prompts), "--samples", str(a.samples),
            "--max-new-tokens", str(a.max_new_tokens), "--micro-batch", str(a.micro_batch),
            "--lr", str(a.lr), "--seed", str(a.seed), "--temperature", str(a.temperature),
-           "--eps-low", str(a.eps[0]), "--eps-high", str(a.eps[1]), "--grad-clip", str(a.grad_clip)]
+           "--eps-low", str(a.eps[0]), "--eps-high", str(a.eps[1]), "--grad-clip", str(a.grad_clip),
+           *(["--bf16"] if a.trl_bf16 else [])]
     print("$", " ".join(cmd), flush=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     with open(log_path, "w") as log:
@@ -135,6 +137,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="(default: the recipe's)")
     ap.add_argument("--seed", type=int, default=None, help="(default: the recipe's)")
     ap.add_argument("--trl-first", action="store_true", help="start each round with TRL")
+    ap.add_argument("--trl-bf16", action="store_true",
+                    help="TRL in the Trainer's bf16 mixed precision (pair with the forkrl job's rollout.dtype)")
     ap.add_argument("--override", action="append", default=[], help="key=value for the forkrl job")
     ap.add_argument("--trl-venv", default=str(ROOT / ".cache" / "trl-venv"))
     ap.add_argument("--out", default="runs/peer_trl")
@@ -143,6 +147,7 @@ def main() -> None:
     a = ap.parse_args()
     a.recipe = recipe_path(a.recipe)
 
+    from learner.loss_config import PPOClipLoss
     from orchestrator.config import load_config
     from orchestrator.metrics import read_metrics
 
@@ -155,7 +160,9 @@ def main() -> None:
     model = bench_model(cfg.model.path)
     a.micro_batch = cfg.learner.micro_batch_size
     a.temperature = cfg.rollout.temperature
-    a.eps = (getattr(cfg.learner.loss, "eps_low", 0.2), getattr(cfg.learner.loss, "eps_high", 0.2))
+    if not isinstance(cfg.learner.loss, PPOClipLoss):  # TRL's side is its PPO-clip ("dapo") loss
+        sys.exit(f"learner.loss.type: peer_trl compares PPO-clip only, the recipe has {cfg.learner.loss.type!r}")
+    a.eps = (cfg.learner.loss.eps_low, cfg.learner.loss.eps_high)
     a.grad_clip = cfg.learner.grad_clip
     py = ensure_trl_venv(Path(a.trl_venv))
     prompts = out / "prompts.jsonl"

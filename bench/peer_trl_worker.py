@@ -56,6 +56,8 @@ def main() -> None:
     ap.add_argument("--eps-high", type=float, default=0.2)
     ap.add_argument("--grad-clip", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bf16", action="store_true",
+                    help="Trainer mixed precision (bf16 autocast, fp32 weights and Adam state)")
     args = ap.parse_args()
 
     import torch
@@ -79,7 +81,7 @@ def main() -> None:
 
     cfg = GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="trl-peer-"),
-        use_cpu=True, bf16=False, fp16=False, model_init_kwargs={"dtype": torch.float32},
+        use_cpu=True, bf16=args.bf16, fp16=False, model_init_kwargs={"dtype": torch.float32},
         gradient_checkpointing=False,        # GRPOConfig defaults it on; forkrl's learner has it off
         learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
         adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=args.grad_clip,
@@ -117,7 +119,8 @@ def main() -> None:
     setup_s = time.perf_counter() - t_setup
     settings = {
         "trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(), "device": str(cfg.device), "dtype": "float32",
+        "torch_threads": torch.get_num_threads(), "device": str(cfg.device),
+        "dtype": "bfloat16 autocast, float32 weights" if args.bf16 else "float32",
         "generation": "transformers generate (no vLLM)", "num_generations": cfg.num_generations,
         "prompts_per_step": args.prompts, "samples_per_step": per_step,
         "max_completion_length": cfg.max_completion_length, "temperature": cfg.temperature,

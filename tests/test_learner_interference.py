@@ -48,3 +48,16 @@ def test_a_process_that_appears_mid_interval_is_skipped_and_no_learner_means_no_
     b = {ENGINE: ("ray::RolloutWorker", HZ), RAYLET: ("raylet", HZ)}
     wall, learner, others = li.train_phase_load([(0.0, a), (1.0, b)], me=set())
     assert (wall, learner, dict(others)) == (0.0, 0.0, {})
+
+
+def test_load_specs_parse_to_busy_period_threads_and_bad_ones_name_the_spec():
+    assert li.parse_load("0/0") == (0.0, 0.0, 0)          # quiet: no load process
+    assert li.parse_load("1/10") == (1.0, 10.0, 1)        # 10% of one core
+    assert li.parse_load("0/10x16") == (0.0, 10.0, 16)    # 16 threads waking every 10 ms, no work
+    for bad in ("2/1", "1/0", "0/0x3", "-1/10"):
+        try:
+            li.parse_load(bad)
+        except ValueError as e:
+            assert repr(bad) in str(e) and "--loads" in str(e)
+        else:
+            raise AssertionError(f"{bad} accepted")
