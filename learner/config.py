@@ -70,6 +70,14 @@ class LearnerConfig(BaseModel):
         description="Training dtype. 'auto' = bfloat16 on GPU, float32 on CPU (bf16 matmuls are "
         "hundreds of times slower than fp32 on CPU).",
     )
+    autocast: Literal["none", "bfloat16"] = Field(
+        "none",
+        description="Mixed precision around the forward (torch.autocast): matmuls in bfloat16, weights, "
+        "gradients and Adam state stay in `dtype`; log-softmax and the loss run in float32. On a CPU "
+        "with AVX512-BF16 the plain learner's step took 20.6 s against 31.2 s in float32 (64 sequences, "
+        "7228 tokens, 2 threads); DeepSpeed's bfloat16 `dtype` (bf16 weights) was slower than float32 "
+        "there. Log-probs carry bf16 rounding of the logits.",
+    )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward (less memory, ~30% more compute)."
     )

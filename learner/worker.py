@@ -286,7 +286,7 @@ class LearnerWorker:
         attn = mb.attention_mask.to(self.device)
         wanted = mb.loss_mask if positions == "loss" else mb.attention_mask
         hf_model = self.engine.module if model is self.engine else model
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), self._autocast():
             if self.packing and positions == "loss":  # "real": every position wanted, nothing shared
                 return packed_logprobs_and_entropy(
                     model, hf_model, ids, attn,
@@ -295,6 +295,12 @@ class LearnerWorker:
             return selected_logprobs_and_entropy(
                 model, hf_model.get_output_embeddings(), ids, attn, wanted[:, 1:].to(self.device) > 0,
                 mb.temperature, self.cfg.logprob_chunk_size, entropy_grad=entropy_grad)
+
+    def _autocast(self):
+        """learner.autocast around a forward: the backward follows the dtypes autocast chose."""
+        if self.cfg.autocast == "none":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)  # the one other value
 
     def _padded_micro_batches(self, part: TrainBatch, count: int, fallback: TrainBatch
                               ) -> list[tuple[TrainBatch, bool]]:

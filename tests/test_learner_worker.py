@@ -1,5 +1,6 @@
 """LearnerWorker without Ray (world size 1): learning direction, loss mask, checkpoint resume;
 plus TrainBatch splitting and the LearnerConfig section."""
+import math
 import os
 import pickle
 
@@ -326,3 +327,18 @@ def test_set_loss_takes_effect_at_the_next_step(tiny_model_dir):
     with pytest.raises(ValidationError):
         worker.set_loss({"type": "kl_cov", "beta": -1})
     assert worker.cfg.loss.type == "kl_cov"  # a refused config leaves the current one
+
+
+@pytest.mark.parametrize("autocast, matmul_dtype", [("none", torch.float32), ("bfloat16", torch.bfloat16)])
+def test_autocast_runs_the_matmuls_in_bf16_and_keeps_the_weights_fp32(tiny_model_dir, autocast, matmul_dtype):
+    w = make_worker(tiny_model_dir, autocast=autocast)
+    seen = []
+    lin = next(m for m in w.engine.module.modules() if isinstance(m, torch.nn.Linear))
+    hook = lin.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    before = {n: p.detach().clone() for n, p in w.engine.module.named_parameters()}
+    metrics = w.train_step(make_batch(4))
+    hook.remove()
+    assert seen and set(seen) == {matmul_dtype}
+    assert all(p.dtype == torch.float32 for p in w.engine.module.parameters())
+    assert any(not torch.equal(before[n], p) for n, p in w.engine.module.named_parameters())  # it learned
+    assert all(math.isfinite(v) for v in metrics.values())
