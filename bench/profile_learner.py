@@ -81,11 +81,14 @@ def main() -> None:
     ap.add_argument("--zero", type=int, default=2)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--autocast", choices=("none", "bfloat16"), default="none",
+                    help="learner.autocast (bf16 matmuls, fp32 weights)")
     args = ap.parse_args()
     model = str(resolve_model(args.model))
 
     cfg = LearnerConfig(micro_batch_size=args.micro, zero_stage=args.zero, lr=1e-6, zero_bucket_size="auto",
-                        packing=True, gpus_per_rank=1 if torch.cuda.is_available() else 0)
+                        packing=True, autocast=args.autocast,
+                        gpus_per_rank=1 if torch.cuda.is_available() else 0)
     worker = LearnerWorker(cfg, model)
     batch = make_batch(model, args.batch, args.group)
     mc = worker.engine.module.config
@@ -108,7 +111,7 @@ def main() -> None:
 
     print(f"model {model}; {batch.num_seqs} sequences, {batch.num_tokens} tokens, {batch.num_loss_tokens} loss "
           f"tokens; micro {args.micro}, ZeRO {args.zero}, packed {worker.packing}, torch threads "
-          f"{torch.get_num_threads()}")
+          f"{torch.get_num_threads()}, autocast {args.autocast}")
     print(f"fp32 matmul peak (model shapes, same threads): {peak:.0f} GFLOP/s")
     for key in ("total", "forward", "backward", "step"):
         values = [s.get(key, 0.0) for s in steps]

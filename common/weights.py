@@ -1,7 +1,7 @@
 """The weight push's wire format and both ends of its transports, written once for learner and engines.
 
 Format. A plan is `list[bucket]`, bucket = `list[(hf_name, dtype_str, shape)]`: same-dtype parameters
-under HF `state_dict()` names, full (unsharded) shapes, each bucket <= bucket_mb (a larger parameter
+(the dtype they travel in: their own, or a wire dtype the plan was made with) under HF `state_dict()` names, full (unsharded) shapes, each bucket <= bucket_mb (a larger parameter
 gets a bucket of its own). Tied weights appear once (the first name, e.g. `model.embed_tokens.weight`,
 not `lm_head.weight`). The learner computes the plan once per run; on the wire each bucket is ONE flat
 contiguous tensor, `pack_bucket` on the sender, `unpack_bucket` (size- and dtype-checked) on the
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 import torch
 
@@ -63,19 +63,23 @@ def unique_named_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> list[tupl
     return out
 
 
-def bucket_plan(named_params: Iterable[tuple[str, torch.Tensor]], bucket_mb: float) -> Plan:
+def bucket_plan(named_params: Iterable[tuple[str, torch.Tensor]], bucket_mb: float,
+                wire_dtype: Optional[torch.dtype] = None) -> Plan:
     """Group same-dtype parameters, in order, into flat buckets of at most bucket_mb MiB.
 
-    Shapes are the full ones: a ZeRO-3 partitioned parameter's `ds_shape` (DeepSpeed's attribute for
-    it) wins over its empty local shape. Tied tensors are listed once.
+    The plan records each parameter's wire dtype: its own, or `wire_dtype` for floating-point
+    parameters when given (pack_bucket casts to it). Shapes are the full ones: a ZeRO-3 partitioned
+    parameter's `ds_shape` (DeepSpeed's attribute for it) wins over its empty local shape. Tied
+    tensors are listed once.
     """
     limit = bucket_mb * 2**20
     plan: Plan = []
     open_buckets: dict[str, tuple[Bucket, list[int]]] = {}  # dtype -> (bucket, [bytes])
     for name, t in unique_named_tensors(named_params):
         shape = tuple(getattr(t, "ds_shape", t.shape))
-        dt = dtype_str(t.dtype)
-        nbytes = math.prod(shape) * t.element_size()
+        wire = wire_dtype if wire_dtype is not None and t.dtype.is_floating_point else t.dtype
+        dt = dtype_str(wire)
+        nbytes = math.prod(shape) * wire.itemsize
         current = open_buckets.get(dt)
         if current is not None and current[1][0] + nbytes > limit:
             current = None
@@ -93,8 +97,9 @@ def bucket_numel(bucket: Bucket) -> int:
 
 
 def pack_bucket(bucket: Bucket, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One flat contiguous tensor of the bucket's parameters, in bucket order."""
-    return torch.cat([tensors[name].detach().reshape(-1) for name, _, _ in bucket])
+    """One flat contiguous tensor of the bucket's parameters, in bucket order and its wire dtype."""
+    dtype = str_dtype(bucket[0][1])
+    return torch.cat([tensors[name].detach().reshape(-1).to(dtype) for name, _, _ in bucket])
 
 
 def unpack_bucket(flat: torch.Tensor, bucket: Bucket) -> list[tuple[str, torch.Tensor]]:

@@ -194,6 +194,25 @@ class _Metrics:
         return dict(sorted(out.items()))
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory in the heap for reuse: no mmap'd chunks (those are
+    unmapped on free, and a new one faults in fresh zeroed pages) and no trimming of the heap's top.
+    Process-wide, for allocations from now on. Returns False where it cannot apply (no glibc)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        return False
+    if mallopt is None or not hasattr(libc, "gnu_get_libc_version"):  # musl and others: not glibc's knobs
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's malloc.h
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+
+
 class LearnerWorker:
     """One data-parallel rank. Construct all ranks concurrently: init joins the default group."""
 
@@ -209,6 +228,8 @@ class LearnerWorker:
         self.steps = 0
         self._plan: Optional[weights.Plan] = None
         self._sender: Optional[weights.CollectiveSender] = None
+        if not self.on_gpu and cfg.cpu_keep_freed_memory:
+            keep_freed_memory()
 
         # DeepSpeed reads the rendezvous from the environment (and asserts LOCAL_RANK); this is a
         # process of its own under Ray, so setting it here touches nothing else.
@@ -514,9 +535,12 @@ class LearnerWorker:
 
     # ---- weight push -------------------------------------------------------------------------
     def weight_plan(self) -> weights.Plan:
+        """The push's plan, in weight_sync.wire_dtype ('auto' here: as the parameters are held)."""
         if self._plan is None:
+            wire = self.cfg.weight_sync.wire_dtype
             self._plan = weights.bucket_plan(self.engine.module.named_parameters(),
-                                             self.cfg.weight_sync.bucket_mb)
+                                             self.cfg.weight_sync.bucket_mb,
+                                             None if wire == "auto" else weights.str_dtype(wire))
         return self._plan
 
     def init_weight_group(self, master_addr: str, master_port: int, world_size: int) -> None:

@@ -31,11 +31,22 @@ import torch
 
 from common.episode import Group, group_by_prompt
 from orchestrator import checkpoint as ckpt
+from learner.config import LearnerConfig
 from orchestrator.config import JobConfig, dump_config
 from orchestrator.samples import SampleLog, verdict_fractions
 from orchestrator.storage import RunStorage
 
 log = logging.getLogger("forkrl")
+
+
+def learner_config(cfg: JobConfig) -> LearnerConfig:
+    """cfg.learner with weight_sync.wire_dtype 'auto' resolved to the rollout engines' dtype (logged)."""
+    ws = cfg.learner.weight_sync
+    if ws.wire_dtype != "auto":
+        return cfg.learner
+    wire = cfg.rollout.resolved_dtype()
+    log.info("weight push: parameters travel in %s (the engines' dtype)", wire)
+    return cfg.learner.model_copy(update={"weight_sync": ws.model_copy(update={"wire_dtype": wire})})
 
 
 class PhaseTimer:
@@ -200,7 +211,7 @@ class Trainer:
         from learner.group import LearnerGroup
         from orchestrator.placement import bundle_nodes, driver_node
 
-        self.learner = LearnerGroup(self.cfg.learner, self.model_path, seed=self.cfg.trainer.seed,
+        self.learner = LearnerGroup(learner_config(self.cfg), self.model_path, seed=self.cfg.trainer.seed,
                                     threads=self.layout.learner_threads)
         self.learner_nodes = bundle_nodes(self.learner.placement_group)
         self.placement = {"driver": driver_node(), "rollout": bundle_nodes(self.rollout.pg),

@@ -95,3 +95,19 @@ def test_receiver_honours_timeout_s_at_rendezvous_and_broadcast():
         list(box["rx"].receive(PLAN))
     assert time.monotonic() - t0 < 20
     del sender
+
+
+def test_a_plan_with_a_wire_dtype_sends_floats_in_it_and_everything_else_as_held():
+    state = {"w": torch.tensor([[1.0, 1 / 3], [2.0, 1e-3]]), "steps": torch.tensor([7, 8]),
+             "b": torch.tensor([0.1, 0.2, 0.3])}
+    plan = weights.bucket_plan(state.items(), bucket_mb=1, wire_dtype=torch.bfloat16)
+    assert plan == [[("w", "bfloat16", (2, 2)), ("b", "bfloat16", (3,))], [("steps", "int64", (2,))]]
+    flat = weights.pack_bucket(plan[0], state)
+    assert flat.dtype == torch.bfloat16 and flat.numel() == 7  # 2 bytes per value on the wire, not 4
+    got = dict(weights.unpack_bucket(flat, plan[0]))
+    assert got["w"].dtype == torch.bfloat16
+    assert got["w"].float().tolist() == [[1.0, 0.333984375], [2.0, 0.00099945068359375]]
+    assert torch.equal(dict(weights.unpack_bucket(weights.pack_bucket(plan[1], state), plan[1]))["steps"],
+                       state["steps"])
+    # Without a wire dtype the plan keeps the parameters' own dtype.
+    assert weights.bucket_plan(state.items(), 1)[0][0] == ("w", "float32", (2, 2))

@@ -459,6 +459,17 @@ def test_learner_section_defaults_and_resolved_values():
     assert LearnerConfig(gpus_per_rank=1, weight_sync={"backend": "gloo"}).resolve_sync_backend() == "gloo"
 
 
+def test_the_weight_push_travels_in_the_engines_dtype_unless_set():
+    from orchestrator.trainer import learner_config
+
+    assert learner_config(load_config(None)).weight_sync.wire_dtype == "float32"  # CPU engines: fp32
+    bf16 = learner_config(load_config(None, ["rollout.dtype=bfloat16"]))
+    assert bf16.weight_sync.wire_dtype == "bfloat16"
+    assert bf16.micro_batch_size == load_config(None).learner.micro_batch_size  # nothing else changes
+    kept = load_config(None, ["rollout.dtype=bfloat16", "learner.weight_sync.wire_dtype=float32"])
+    assert learner_config(kept).weight_sync.wire_dtype == "float32"  # an explicit value wins
+
+
 def test_loss_sections_are_frozen():
     from pydantic import ValidationError
 

@@ -64,6 +64,35 @@ def test_pushed_weights_match_learner_logprobs(ray_local, tiny_model_dir, transp
         learner.shutdown()
 
 
+def test_a_bf16_wire_halves_the_push_and_the_engine_loads_it(ray_local, tiny_model_dir):
+    """weight_sync.wire_dtype=bfloat16 from an fp32 learner: half the bytes of the fp32 push, and the
+    (fp32) engine then scores like the learner up to bf16 rounding of the weights."""
+    rcfg = RolloutConfig(samples_per_prompt=4, max_new_tokens=8, max_model_len=128, kv_cache_gb=0.1)
+    seq = [1, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+    probe = pack_batch([episode(seq[:3], seq[3:])], pad_id=0, temperature=1.0)
+    sent = {}
+    for wire in ("float32", "bfloat16"):
+        lcfg = LearnerConfig(lr=5e-3, micro_batch_size=8, weight_sync={"wire_dtype": wire})
+        learner = LearnerGroup(lcfg, str(tiny_model_dir), seed=0)
+        rollout = RolloutGroup(rcfg, str(tiny_model_dir))
+        try:
+            pusher = WeightPusher(learner, rollout, lcfg.weight_sync, "gloo")
+            assert {dt for b in pusher.plan for _, dt, _ in b} == {wire}
+            episodes = rollout.generate([[1, 5, 6], [1, 9]], seed=0)["episodes"]
+            for i, ep in enumerate(episodes):
+                ep.advantage = 1.0 if i % 2 else -1.0
+            learner.train_step(pack_batch(episodes, pad_id=0, temperature=1.0))
+            sent[wire] = pusher.push()["sync/bytes"]
+            after = torch.tensor(rollout.prompt_logprobs([seq])[0])
+            want = learner.compute_logprobs(probe)[0, 1:len(seq)]
+            gap = float((after - want).abs().max())
+            assert gap < (1e-4 if wire == "float32" else 5e-2), (wire, gap)
+        finally:
+            rollout.shutdown()
+            learner.shutdown()
+    assert sent["bfloat16"] * 2 == sent["float32"]
+
+
 def _wait_until_restarted(rollout, timeout_s=180.0):
     """Poll until the killed actor answers as a fresh engine (weight version 0, the initial weights)."""
     deadline = time.monotonic() + timeout_s
