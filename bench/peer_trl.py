@@ -13,6 +13,7 @@ pin), created on first use; bench/peer_trl_worker.py is its driver. forkrl runs 
     python bench/peer_trl.py                               # default recipe shape, 4 steps x 2 rounds
     python bench/peer_trl.py --steps 2 --rounds 1 --prompts 2 --samples 2 --max-new-tokens 16  # smoke
     python bench/peer_trl.py --publish                     # also write docs/results/peer_trl.{md,png}
+    python bench/peer_trl.py --trl-micro-batch 16          # TRL at its own micro-batch (see --help)
 """
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ def write_prompts(a, path: Path) -> dict:
 def run_trl(py: Path, a, model: str, prompts: Path, out_json: Path, log_path: Path) -> tuple[int, dict]:
     cmd = [str(py), str(WORKER), "--model", model, "--data", str(prompts), "--out", str(out_json),
            "--steps", str(a.steps), "--prompts", str(a.prompts), "--samples", str(a.samples),
-           "--max-new-tokens", str(a.max_new_tokens), "--micro-batch", str(a.micro_batch),
+           "--max-new-tokens", str(a.max_new_tokens), "--micro-batch", str(a.trl_micro_batch or a.micro_batch),
            "--lr", str(a.lr), "--seed", str(a.seed), "--temperature", str(a.temperature),
            "--eps-low", str(a.eps[0]), "--eps-high", str(a.eps[1]), "--grad-clip", str(a.grad_clip),
            *(["--bf16"] if a.trl_bf16 else [])]
@@ -139,6 +140,10 @@ def main() -> None:
     ap.add_argument("--trl-first", action="store_true", help="start each round with TRL")
     ap.add_argument("--trl-bf16", action="store_true",
                     help="TRL in the Trainer's bf16 mixed precision (pair with the forkrl job's rollout.dtype)")
+    ap.add_argument("--trl-micro-batch", type=int, default=None,
+                    help="TRL's per_device_train_batch_size (default: forkrl's learner.micro_batch_size). "
+                    "The micro-batch is a speed/memory knob, not part of the task: each side may run at "
+                    "its own fastest (the settings lines print both)")
     ap.add_argument("--override", action="append", default=[], help="key=value for the forkrl job")
     ap.add_argument("--trl-venv", default=str(ROOT / ".cache" / "trl-venv"))
     ap.add_argument("--out", default="runs/peer_trl")
