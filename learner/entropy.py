@@ -49,7 +49,9 @@ class _ChunkedLogprobEntropy(torch.autograd.Function):
         lse = torch.empty_like(lp)
         ent = torch.empty_like(lp)
         for b, rows in _row_chunks(z3, chunk_size):
-            z = z3[b, rows].to(cdt) / temperature
+            z = z3[b, rows].to(cdt)
+            if temperature != 1.0:  # a division by 1 is a full pass over the chunk for nothing
+                z = z / temperature
             y = y3[b, rows]
             c_lse = torch.logsumexp(z, dim=-1)
             p = torch.softmax(z, dim=-1)
@@ -58,12 +60,17 @@ class _ChunkedLogprobEntropy(torch.autograd.Function):
             lp[b, rows] = z.gather(-1, y.clamp_min(0).unsqueeze(-1)).squeeze(-1) - c_lse
             del z, p
         ctx.save_for_backward(logits, labels, lse, ent)
+        # A detached entropy (the usual case) then reaches backward as None, not as a zero tensor
+        # whose term would cost four more passes over every chunk.
+        ctx.set_materialize_grads(False)
         ctx.temperature = temperature
         ctx.chunk_size = chunk_size
         return lp.view(labels.shape), ent.view(labels.shape)
 
     @staticmethod
     def backward(ctx, grad_lp, grad_ent):
+        if grad_lp is None and grad_ent is None:
+            return None, None, None, None
         logits, labels, lse, ent = ctx.saved_tensors
         T = ctx.temperature
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)  # contiguous
@@ -73,18 +80,20 @@ class _ChunkedLogprobEntropy(torch.autograd.Function):
         glp = grad_lp.reshape(z3.shape[:2]) if grad_lp is not None else None
         gent = grad_ent.reshape(z3.shape[:2]) if grad_ent is not None else None
         for b, rows in _row_chunks(z3, ctx.chunk_size):
-            z = z3[b, rows].to(lse.dtype) / T
-            logp = z - lse[b, rows].unsqueeze(-1)
+            z = z3[b, rows].to(lse.dtype)
+            logp = (z / T if T != 1.0 else z) - lse[b, rows].unsqueeze(-1)
             p = logp.exp()
-            g = torch.zeros_like(p)
             if glp is not None:
-                y = y3[b, rows]
                 w = glp[b, rows].unsqueeze(-1)
-                g -= w * p
-                g.scatter_add_(-1, y.clamp_min(0).unsqueeze(-1), w)
+                g = p * -w
+                g.scatter_add_(-1, y3[b, rows].clamp_min(0).unsqueeze(-1), w)
+            else:
+                g = torch.zeros_like(p)
             if gent is not None:
                 g -= gent[b, rows].unsqueeze(-1) * p * (logp + ent[b, rows].unsqueeze(-1))
-            g3[b, rows] = (g / T).to(grad.dtype)
+            if T != 1.0:
+                g /= T
+            g3[b, rows] = g  # casts to the logits' dtype on the copy
             del z, logp, p, g
         return grad, None, None, None
 
