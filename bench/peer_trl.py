@@ -104,6 +104,7 @@ def write_prompts(a, path: Path) -> dict:
         "advantage": cfg.algorithm.advantage, "micro_batch_size": lo.micro_batch_size,
         "optimizer_steps_per_step": lo.mini_batches * lo.epochs, "ref_model (KL)": lo.ref_model,
         "grad_clip": lo.grad_clip, "dtype": lo.resolve_dtype(on_gpu=lo.gpus_per_rank > 0),
+        "autocast": lo.autocast,
         "zero_stage": lo.zero_stage, "gradient_checkpointing": lo.gradient_checkpointing,
         "reward": f"{cfg.data.task} verifier (boxed answer, math-verify equivalence)",
     }
