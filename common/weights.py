@@ -1,11 +1,12 @@
 """The weight push's wire format and both ends of its transports, written once for learner and engines.
 
 Format. A plan is `list[bucket]`, bucket = `list[(hf_name, dtype_str, shape)]`: same-dtype parameters
-(the dtype they travel in: their own, or a wire dtype the plan was made with) under HF `state_dict()` names, full (unsharded) shapes, each bucket <= bucket_mb (a larger parameter
-gets a bucket of its own). Tied weights appear once (the first name, e.g. `model.embed_tokens.weight`,
-not `lm_head.weight`). The learner computes the plan once per run; on the wire each bucket is ONE flat
-contiguous tensor, `pack_bucket` on the sender, `unpack_bucket` (size- and dtype-checked) on the
-receiver.
+(the dtype they travel in: their own, or the wire dtype the plan was made with) under HF `state_dict()`
+names, full (unsharded) shapes, each bucket <= bucket_mb (a larger parameter gets a bucket of its own).
+Tied weights appear once (the first name, e.g. `model.embed_tokens.weight`, not `lm_head.weight`). The
+learner computes the plan once per run; on the wire each bucket is ONE flat contiguous tensor,
+`pack_bucket` on the sender (casting to the bucket's dtype), `unpack_bucket` (size- and dtype-checked)
+on the receiver.
 
 Transports, each a sender and a receiver:
   * collective: a standalone process group (`create_weight_group`: rank 0 = learner rank 0 hosts the
