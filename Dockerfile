@@ -21,4 +21,4 @@ COPY --chown=ray:users rewards ./rewards
 COPY --chown=ray:users common ./common
 COPY --chown=ray:users recipes ./recipes
 RUN pip install --no-cache-dir -e ".[gpu]" \
- && python -c "import ray, vllm, deepspeed, orchestrator.cli; print('forkrl image ok: ray', ray.__version__)"
+ && python -c "import ray, vllm, deepspeed, forkrl.orchestrator.cli; print('forkrl image ok: ray', ray.__version__)"

@@ -11,10 +11,10 @@ from typing import Protocol, Sequence
 
 import torch
 
-from actors.config import RolloutConfig
-from common.episode import Episode
-from actors.weight_receiver import WeightReceiverExtension
-from common.weights import CollectiveReceiver, Plan, unpack_flats
+from forkrl.actors.config import RolloutConfig
+from forkrl.common.episode import Episode
+from forkrl.actors.weight_receiver import WeightReceiverExtension
+from forkrl.common.weights import CollectiveReceiver, Plan, unpack_flats
 
 
 class Engine(Protocol):

@@ -16,9 +16,9 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from actors.config import RolloutConfig
-from actors.engines import make_engine
-from common.weights import Plan
+from forkrl.actors.config import RolloutConfig
+from forkrl.actors.engines import make_engine
+from forkrl.common.weights import Plan
 
 
 class RolloutWorker:

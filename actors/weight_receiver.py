@@ -11,7 +11,7 @@ from typing import Iterable
 
 import torch
 
-from common.weights import CollectiveReceiver, Plan, unpack_flats
+from forkrl.common.weights import CollectiveReceiver, Plan, unpack_flats
 
 
 class WeightReceiverExtension:

@@ -30,9 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VARIANTS = ("full", "loss", "loss+buckets", "packed")
 # glibc keeps freed blocks below its (adaptive, up to 32 MiB) mmap threshold in its heap, so a CPU
@@ -47,8 +45,8 @@ def make_batch(model_path: str, batch: int, group: int = 1, seed: int = 0):
     import torch
     from transformers import AutoConfig
 
-    from bench.benchlib import arithmetic_prompt_ids
-    from learner.types import TrainBatch
+    from benchlib import arithmetic_prompt_ids
+    from forkrl.learner.types import TrainBatch
 
     vocab = AutoConfig.from_pretrained(model_path).vocab_size
     g = torch.Generator().manual_seed(seed)
@@ -73,8 +71,8 @@ def full_logits_worker_class():
     every position of the micro-batch (kept here as the baseline of the comparison)."""
     import torch
 
-    from learner.entropy import token_logprobs_and_entropy
-    from learner.worker import LearnerWorker
+    from forkrl.learner.entropy import token_logprobs_and_entropy
+    from forkrl.learner.worker import LearnerWorker
 
     class FullLogitsWorker(LearnerWorker):
         def _forward(self, model, mb, grad, entropy_grad=False, positions="loss"):
@@ -112,10 +110,10 @@ def peak_rss_mib() -> float:
 def run_variant(args, variant: str) -> dict:
     import torch
 
-    from learner.config import LearnerConfig
-    from learner.worker import LearnerWorker
+    from forkrl.learner.config import LearnerConfig
+    from forkrl.learner.worker import LearnerWorker
 
-    from learner.packing import plan_packing
+    from forkrl.learner.packing import plan_packing
 
     cls = full_logits_worker_class() if variant == "full" else LearnerWorker
     bucket = "auto" if variant in ("loss+buckets", "packed") else DEEPSPEED_DEFAULT_BUCKET
@@ -157,7 +155,7 @@ def main() -> None:
     parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)  # the child's one variant
     args = parser.parse_args()
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    from bench.benchlib import bench_model
+    from benchlib import bench_model
 
     args.model = bench_model(args.model)
     if args.variant:

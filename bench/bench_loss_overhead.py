@@ -12,7 +12,6 @@ import argparse
 import statistics
 import time
 
-from benchlib import ROOT  # noqa: F401  (puts the repo on sys.path)
 
 
 def main() -> None:
@@ -27,9 +26,9 @@ def main() -> None:
     import torch
     from pydantic import TypeAdapter
 
-    from learner.entropy import token_logprobs_and_entropy
-    from learner.loss_config import PolicyLossConfig
-    from learner.losses import LossInputs, compute_policy_loss
+    from forkrl.learner.entropy import token_logprobs_and_entropy
+    from forkrl.learner.loss_config import PolicyLossConfig
+    from forkrl.learner.losses import LossInputs, compute_policy_loss
 
     configs = {
         "ppo_clip": {"type": "ppo_clip"},

@@ -35,9 +35,9 @@ def main() -> None:
     import ray
     from vllm import LLM, SamplingParams
 
-    from actors.config import RolloutConfig
-    from actors.engines import cpu_scheduling_args
-    from actors.rollout import RolloutGroup
+    from forkrl.actors.config import RolloutConfig
+    from forkrl.actors.engines import cpu_scheduling_args
+    from forkrl.actors.rollout import RolloutGroup
 
     model = bench_model(args.model)
     prompts = arithmetic_prompt_ids(model, args.prompts)

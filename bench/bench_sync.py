@@ -18,11 +18,11 @@ def main() -> None:
 
     import ray
 
-    from actors.config import RolloutConfig
-    from actors.rollout import RolloutGroup
-    from learner.config import LearnerConfig
-    from learner.group import LearnerGroup
-    from orchestrator.weights import WeightPusher
+    from forkrl.actors.config import RolloutConfig
+    from forkrl.actors.rollout import RolloutGroup
+    from forkrl.learner.config import LearnerConfig
+    from forkrl.learner.group import LearnerGroup
+    from forkrl.orchestrator.weights import WeightPusher
 
     model = bench_model(args.model)
     ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)

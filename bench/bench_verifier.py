@@ -10,18 +10,15 @@ Ray (2 CPUs).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
-ROOT = str(Path(__file__).resolve().parents[1])  # runnable from a checkout without `pip install -e .`
-sys.path.insert(0, ROOT)
+ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def _samples(n_math: int, n_code: int):
-    from rewards.datasets import humaneval_answer, load_humaneval
-    from rewards.types import Sample
+    from forkrl.rewards.datasets import humaneval_answer, load_humaneval
+    from forkrl.rewards.types import Sample
 
     answers = ["\\frac{1}{2}", "0.5", "\\sqrt{8}", "\\{1,2\\}", "[0,1)", "42", "x^2+1", "3\\pi"]
     preds = ["1/2", "\\frac{2}{4}", "2\\sqrt{2}", "\\{2,1\\}", "[0, 1]", "41", "1+x^2", "9.42"]
@@ -47,11 +44,10 @@ def main() -> None:
 
     import ray
 
-    from rewards.config import CodeRewardConfig, RewardConfig
-    from rewards.pool import VerifierPool
+    from forkrl.rewards.config import CodeRewardConfig, RewardConfig
+    from forkrl.rewards.pool import VerifierPool
 
-    pythonpath = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     math_s, code_s = _samples(args.math, args.code)
     for workers in (1, 2):
         for i, isolation in enumerate(args.isolation):

@@ -6,11 +6,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def bench_model(arg: str | None) -> str:
-    from orchestrator.models import resolve_model
+    from forkrl.orchestrator.models import resolve_model
 
     return resolve_model(arg or os.environ.get("FORKRL_BENCH_MODEL", "smollm2-135m"))
 
@@ -18,7 +17,7 @@ def bench_model(arg: str | None) -> str:
 def arithmetic_prompt_ids(model_path: str, n: int) -> list[list[int]]:
     from transformers import AutoTokenizer
 
-    from orchestrator.data import ArithmeticData, generate_arithmetic
+    from forkrl.orchestrator.data import ArithmeticData, generate_arithmetic
 
     tok = AutoTokenizer.from_pretrained(model_path)
     rows = generate_arithmetic(ArithmeticData(), "train", n)
@@ -31,7 +30,7 @@ def arithmetic_prompt_ids(model_path: str, n: int) -> list[list[int]]:
 
 def run_forkrl_job(recipe: str, run_dir: Path, overrides: list[str], log_path: Path,
                    timeout_s: float | None = None) -> tuple[int, float]:
-    """One training job through the real CLI (`python -m orchestrator.cli train`), its output to
+    """One training job through the real CLI (`python -m forkrl.orchestrator.cli train`), its output to
     `log_path`. Returns (exit code, wall seconds). A job past `timeout_s` gets SIGTERM (the trainer
     checkpoints and shuts its Ray down), then after 120 s its whole process group is killed."""
     import os
@@ -39,7 +38,7 @@ def run_forkrl_job(recipe: str, run_dir: Path, overrides: list[str], log_path: P
     import subprocess
     import time
 
-    cmd = [sys.executable, "-m", "orchestrator.cli", "train", recipe, "--run-dir", str(run_dir),
+    cmd = [sys.executable, "-m", "forkrl.orchestrator.cli", "train", recipe, "--run-dir", str(run_dir),
            "logging.progress=false", *overrides]
     print("$", " ".join(cmd), flush=True)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)

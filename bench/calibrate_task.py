@@ -18,14 +18,11 @@ Prompts are drawn from the whole problem space of each candidate (no held-out sp
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.data import ArithmeticData, generate_arithmetic, problem_space  # noqa: E402
-from orchestrator.evaluation import pass_at_k_metrics  # noqa: E402
+from forkrl.orchestrator.data import ArithmeticData, generate_arithmetic, problem_space  # noqa: E402
+from forkrl.orchestrator.evaluation import pass_at_k_metrics  # noqa: E402
 
 BOX = "Put your final answer in \\boxed{}."
 # name -> ArithmeticData overrides. The default ArithmeticData is the chosen candidate.
@@ -67,9 +64,9 @@ def is_correct(response: str, answer: str) -> bool:
     """The training verifier's verdict (rewards.math_verifier.score_math, default MathRewardConfig):
     calibration grades exactly as training will, the echo rule included (a copied question in the box
     is not an answer; the old local grader here accepted it, which inflated this file's first table)."""
-    from rewards.config import MathRewardConfig
-    from rewards.math_verifier import score_math
-    from rewards.types import Sample
+    from forkrl.rewards.config import MathRewardConfig
+    from forkrl.rewards.math_verifier import score_math
+    from forkrl.rewards.types import Sample
 
     return score_math(Sample("calibrate", "", response, answer), MathRewardConfig()).correct
 
@@ -136,7 +133,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from orchestrator.models import resolve_model
+    from forkrl.orchestrator.models import resolve_model
 
     model = resolve_model(args.model)
     tok = AutoTokenizer.from_pretrained(model)

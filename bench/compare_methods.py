@@ -2,7 +2,7 @@
 
 Methods (recipes/compare/<method>.yaml, all on recipes/compare/base.yaml): grpo, dapo_clip_higher,
 clip_cov, kl_cov, forking, sent, composed, setpoint. They run one after the other through the real CLI
-(`python -m orchestrator.cli train`; on one machine they would share its cores anyway):
+(`python -m forkrl.orchestrator.cli train`; on one machine they would share its cores anyway):
 
 1. Horizon. GRPO (seed 0) runs to --min-steps, then on in chunks of eval.every_steps (resuming its
    checkpoint) until its policy entropy, averaged over the chunk's last 3 steps, is below
@@ -72,7 +72,7 @@ def save_state(out: Path, state: dict) -> None:
 
 
 def rows_of(run_dir: Path) -> list[dict]:
-    from orchestrator.metrics import read_metrics
+    from forkrl.orchestrator.metrics import read_metrics
 
     p = run_dir / "metrics.jsonl"
     return read_metrics(p) if p.exists() else []
@@ -379,7 +379,7 @@ def report(args, state: dict, recipes: Path) -> None:
 
     first = next(iter(res.values()))
     try:
-        from orchestrator.config import load_config
+        from forkrl.orchestrator.config import load_config
 
         n_eval = load_config(recipes / f"{BASELINE}.yaml", args.override).eval.num_prompts
         verdicts = claims(done, n_eval)
@@ -437,7 +437,7 @@ def _shown(path: Path) -> str:
 
 def _shape(recipes: Path, overrides: list[str]) -> str:
     try:
-        from orchestrator.config import load_config
+        from forkrl.orchestrator.config import load_config
 
         c = load_config(recipes / f"{BASELINE}.yaml", overrides)
         return (f"{c.trainer.prompts_per_step} prompts x {c.rollout.samples_per_prompt} samples, "
@@ -505,7 +505,7 @@ def main() -> None:
     recipes = prepare_recipes(args)
     state = load_state(out)
     if not args.report_only:
-        from orchestrator.config import load_config
+        from forkrl.orchestrator.config import load_config
 
         for m in args.methods:  # fail in seconds on a bad recipe, not hours into the comparison
             load_config(recipes / f"{m}.yaml", [f"trainer.steps={args.min_steps}", *args.override])

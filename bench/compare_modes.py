@@ -47,7 +47,7 @@ NAN = float("nan")
 def mode_overrides(recipe: str, mode: str, common: list[str]) -> tuple[list[str] | None, str]:
     """(overrides, note) for a mode; None when this checkout's config cannot express it. sync-split is
     today's behaviour, so it falls back to whichever of its two fields the config has (or neither)."""
-    from orchestrator.config import ConfigError, load_config
+    from forkrl.orchestrator.config import ConfigError, load_config
 
     full = MODES[mode]
     tries = [full] + ([[o] for o in full] + [[]] if mode == "sync-split" else [])
@@ -67,7 +67,7 @@ def mode_overrides(recipe: str, mode: str, common: list[str]) -> tuple[list[str]
 
 
 def summarize(run_dir: Path, samples_per_prompt: int) -> dict:
-    from orchestrator.metrics import read_metrics
+    from forkrl.orchestrator.metrics import read_metrics
 
     path = run_dir / "metrics.jsonl"
     rows = read_metrics(path) if path.exists() else []
@@ -212,7 +212,7 @@ def main() -> None:
     args = ap.parse_args()
     args.recipe = recipe_path(args.recipe)
 
-    from orchestrator.config import load_config
+    from forkrl.orchestrator.config import load_config
 
     common = [*([f"trainer.steps={args.steps}"] if args.steps else []), "checkpoint.save_hf_at_end=false",
               *args.override]

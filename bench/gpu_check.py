@@ -3,6 +3,10 @@ engine on CUDA, and the weight push between them, on SmolLM2-135M's architecture
 
     python bench/gpu_check.py --model-files DIR --out DIR [--tiny] [--steps 3]
 
+forkrl must be importable as `forkrl.<role>`: on a machine that has torch and transformers but not
+forkrl's other dependencies, install the checkout alone first, `pip install --no-deps
+--no-build-isolation -e .` (untested on the lent GPU machines since the move to one namespace).
+
 Why this shape: the GPU machines this project is lent have torch and transformers but no Ray, vLLM
 or DeepSpeed (DeepSpeed travels as a wheel) and no model hub, and what travels is capped below the
 prepared checkpoint's size. So the model is SmolLM2-135M's config and tokenizer (`--model-files`:
@@ -37,14 +41,12 @@ import argparse
 import json
 import math
 import multiprocessing as mp
-import os
 import shutil
 import sys
 import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                "chat_template.jinja")
@@ -125,8 +127,8 @@ def engine_child(model: str, dtype: str, host: str, port: int, backend: str, pla
     try:
         import torch
 
-        from actors.config import RolloutConfig
-        from actors.engines import HFEngine
+        from forkrl.actors.config import RolloutConfig
+        from forkrl.actors.engines import HFEngine
 
         engine = HFEngine(RolloutConfig(backend="hf", gpus_per_actor=1 if torch.cuda.is_available() else 0,
                                         dtype=dtype), model)
@@ -140,8 +142,8 @@ def engine_child(model: str, dtype: str, host: str, port: int, backend: str, pla
 
 def collective_push(worker, model: str, dtype: str, backend: str) -> dict:
     """The learner's broadcast_weights to an engine in a spawned process over a fresh weight group."""
-    from common import weights
-    from learner.worker import free_port
+    from forkrl.common import weights
+    from forkrl.learner.worker import free_port
 
     port = free_port()
     # A fresh sender over the named backend (the worker reads its backend from its config).
@@ -193,14 +195,14 @@ def main() -> None:
     import torch
     import transformers
 
-    from actors.config import RolloutConfig
-    from actors.engines import HFEngine
-    from bench.bench_learner import make_batch
-    from bench.benchlib import arithmetic_prompt_ids
-    from common import weights
-    from learner.config import LearnerConfig
-    from learner.worker import LearnerWorker
-    from orchestrator.batching import pack_batch
+    from forkrl.actors.config import RolloutConfig
+    from forkrl.actors.engines import HFEngine
+    from bench_learner import make_batch
+    from benchlib import arithmetic_prompt_ids
+    from forkrl.common import weights
+    from forkrl.learner.config import LearnerConfig
+    from forkrl.learner.worker import LearnerWorker
+    from forkrl.orchestrator.batching import pack_batch
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

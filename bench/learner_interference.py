@@ -33,7 +33,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -71,10 +70,10 @@ def ticker(args) -> None:
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import torch
 
-    from bench.bench_learner import make_batch
-    from bench.benchlib import bench_model
-    from learner.config import LearnerConfig
-    from learner.worker import LearnerWorker
+    from bench_learner import make_batch
+    from benchlib import bench_model
+    from forkrl.learner.config import LearnerConfig
+    from forkrl.learner.worker import LearnerWorker
 
     torch.set_num_threads(args.threads)
     model = bench_model(args.model)
@@ -161,10 +160,10 @@ def job(args) -> None:
     import subprocess
     import tempfile
 
-    from bench.benchlib import ROOT, recipe_path
+    from benchlib import ROOT, recipe_path
 
     run_dir = Path(tempfile.mkdtemp(prefix="forkrl_interference_"))
-    cmd = [sys.executable, "-m", "orchestrator.cli", "train", recipe_path(args.recipe), "--run-dir",
+    cmd = [sys.executable, "-m", "forkrl.orchestrator.cli", "train", recipe_path(args.recipe), "--run-dir",
            str(run_dir), "logging.progress=false", f"trainer.steps={args.steps}", "trainer.prompts_per_step=8",
            "rollout.samples_per_prompt=8", "rollout.max_new_tokens=96", "learner.lr=1e-5",
            "eval.every_steps=0", "eval.at_start=false", "checkpoint.every_steps=0",

@@ -67,7 +67,7 @@ def forkrl_overrides(a) -> list[str]:
 
 def shared_shape(a) -> None:
     """Fill the shape arguments left unset from the recipe."""
-    from orchestrator.config import load_config
+    from forkrl.orchestrator.config import load_config
 
     cfg = load_config(a.recipe, a.override)
     a.prompts = a.prompts or cfg.trainer.prompts_per_step
@@ -80,8 +80,8 @@ def shared_shape(a) -> None:
 def write_prompts(a, path: Path) -> dict:
     """forkrl's first steps x prompts training rows, in the order its PromptStream serves them; returns
     the forkrl side's settings."""
-    from orchestrator.config import load_config
-    from orchestrator.data import PromptStream, load_data
+    from forkrl.orchestrator.config import load_config
+    from forkrl.orchestrator.data import PromptStream, load_data
 
     cfg = load_config(a.recipe, forkrl_overrides(a))
     data = load_data(cfg.data)
@@ -153,9 +153,9 @@ def main() -> None:
     a = ap.parse_args()
     a.recipe = recipe_path(a.recipe)
 
-    from learner.loss_config import PPOClipLoss
-    from orchestrator.config import load_config
-    from orchestrator.metrics import read_metrics
+    from forkrl.learner.loss_config import PPOClipLoss
+    from forkrl.orchestrator.config import load_config
+    from forkrl.orchestrator.metrics import read_metrics
 
     if a.model:
         a.override.append(f"model.path={bench_model(a.model)}")

@@ -20,11 +20,8 @@ import argparse
 import collections
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
 
@@ -68,10 +65,10 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from bench.bench_learner import make_batch
-    from learner.config import LearnerConfig
-    from learner.worker import LearnerWorker
-    from orchestrator.models import resolve_model
+    from bench_learner import make_batch
+    from forkrl.learner.config import LearnerConfig
+    from forkrl.learner.worker import LearnerWorker
+    from forkrl.orchestrator.models import resolve_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2-135m")

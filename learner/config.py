@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from learner.loss_config import PolicyLossConfig, PPOClipLoss
+from forkrl.learner.loss_config import PolicyLossConfig, PPOClipLoss
 
 
 class WeightSyncConfig(BaseModel):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from learner.config import LearnerConfig
-from learner.types import TrainBatch
+from forkrl.learner.config import LearnerConfig
+from forkrl.learner.types import TrainBatch
 
 
 class LearnerGroup:
@@ -21,7 +21,7 @@ class LearnerGroup:
         from ray.util.placement_group import placement_group as make_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        from learner.worker import LearnerActor
+        from forkrl.learner.worker import LearnerActor
 
         self.cfg, self.num_ranks = cfg, cfg.num_ranks
         self._owns_pg = placement_group is None

@@ -18,8 +18,8 @@ from typing import Callable, Optional
 
 import torch
 
-from learner.aggregation import aggregate
-from learner.selectors import TokenStats, clip_cov_mask, forking_mask, kl_cov_mask, sent_selection
+from forkrl.learner.aggregation import aggregate
+from forkrl.learner.selectors import TokenStats, clip_cov_mask, forking_mask, kl_cov_mask, sent_selection
 
 KL_CLAMP = 10.0  # bound of the k3 estimate per token (verl's low_var_kl)
 K3_LOG_RATIO_CLAMP = 20.0  # bound of x = lp_ref - lp before exp in k3 (verl's low_var_kl)

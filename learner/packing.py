@@ -299,7 +299,7 @@ def packed_logprobs_and_entropy(forward, model: torch.nn.Module, input_ids: torc
     When nothing is wanted, row 0's first position is computed anyway and zeroed: the head must be in
     every backward graph (ZeRO reduces each parameter's gradient in every backward on every rank).
     """
-    from learner.entropy import token_logprobs_and_entropy
+    from forkrl.learner.entropy import token_logprobs_and_entropy
 
     plan = plan_packing(input_ids, attention_mask, where, bin_tokens)
     stand_in = plan.resp_ids.numel() == 0

@@ -27,13 +27,13 @@ from typing import Any, Iterator, Optional
 import torch
 from pydantic import TypeAdapter
 
-from common import weights
-from learner.config import LearnerConfig
-from learner.entropy import token_logprobs_and_entropy
-from learner.loss_config import PolicyLossConfig
-from learner.losses import LossInputs, compute_policy_loss
-from learner.packing import packed_logprobs_and_entropy, packing_supported
-from learner.types import TrainBatch
+from forkrl.common import weights
+from forkrl.learner.config import LearnerConfig
+from forkrl.learner.entropy import token_logprobs_and_entropy
+from forkrl.learner.loss_config import PolicyLossConfig
+from forkrl.learner.losses import LossInputs, compute_policy_loss
+from forkrl.learner.packing import packed_logprobs_and_entropy, packing_supported
+from forkrl.learner.types import TrainBatch
 
 
 DEEPSPEED_BUCKET_DEFAULT = 500_000_000  # DeepSpeed's reduce/allgather bucket size, in elements

@@ -5,8 +5,8 @@ from typing import Sequence
 
 import torch
 
-from common.episode import Episode
-from learner.types import TrainBatch
+from forkrl.common.episode import Episode
+from forkrl.learner.types import TrainBatch
 
 
 def pack_batch(episodes: Sequence[Episode], pad_id: int, temperature: float,

@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_dir(cfg, recipe: str, explicit: str | None) -> str:
     """The run's output location: --run-dir, else logging.output_dir/run_name (a path or a URI)."""
-    from orchestrator.storage import join, resolve_location
+    from forkrl.orchestrator.storage import join, resolve_location
 
     if explicit:
         return resolve_location(explicit)
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:]
     if argv[:1] == ["models"]:  # its own sub-CLI, options included
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        from orchestrator.models import models_main
+        from forkrl.orchestrator.models import models_main
 
         return models_main(list(argv[1:]))
     # Overrides may come after options (`train r.yaml --resume a.b=1`): collect the stragglers.
@@ -64,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
-    from orchestrator.config import ConfigError, dump_config, load_config
+    from forkrl.orchestrator.config import ConfigError, dump_config, load_config
 
     if args.cmd == "models":
-        from orchestrator.models import models_main
+        from forkrl.orchestrator.models import models_main
 
         return models_main(args.models_args)
     try:
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         print(dump_config(cfg), end="")
         return 0
 
-    from orchestrator.models import ModelResolutionError
-    from orchestrator.trainer import Trainer
+    from forkrl.orchestrator.models import ModelResolutionError
+    from forkrl.orchestrator.trainer import Trainer
 
     trainer = Trainer(cfg, _run_dir(cfg, args.recipe, args.run_dir), resume=args.resume)
     print(f"forkrl: {trainer.storage.describe()}", flush=True)

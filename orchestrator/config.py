@@ -12,12 +12,12 @@ from typing import Annotated, Any, Callable, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from actors.config import RolloutConfig
-from learner.config import LearnerConfig
-from orchestrator.curriculum import CurriculumConfig
-from orchestrator.data import ArithmeticData, DataConfig
-from orchestrator.entropy_control import EntropyControlConfig, actuator_problem
-from rewards.config import RewardConfig
+from forkrl.actors.config import RolloutConfig
+from forkrl.learner.config import LearnerConfig
+from forkrl.orchestrator.curriculum import CurriculumConfig
+from forkrl.orchestrator.data import ArithmeticData, DataConfig
+from forkrl.orchestrator.entropy_control import EntropyControlConfig, actuator_problem
+from forkrl.rewards.config import RewardConfig
 
 
 class ConfigError(ValueError):

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.semantic_entropy import curriculum_order, semantic_entropy
+from forkrl.orchestrator.semantic_entropy import curriculum_order, semantic_entropy
 
 log = logging.getLogger("forkrl.curriculum")
 

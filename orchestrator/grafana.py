@@ -1,6 +1,6 @@
 """The Grafana dashboard for forkrl's gauges, generated from one list of panels.
 
-`python -m orchestrator.grafana > cluster_configs/grafana/forkrl_dashboard.json` writes the shipped
+`python -m forkrl.orchestrator.grafana > cluster_configs/grafana/forkrl_dashboard.json` writes the shipped
 file (a test checks it is current). Each panel names metric keys as the trainer logs them
 (`reward/mean`, `train/clipfrac_high`, ...); the query uses the Prometheus name Ray exports,
 `ray_` + orchestrator.metrics.gauge_name(key). Panels use the `${datasource}` variable like Ray's own
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 
-from orchestrator.metrics import gauge_name
+from forkrl.orchestrator.metrics import gauge_name
 
 RUN_LABEL = "exported_job"
 

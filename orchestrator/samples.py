@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from common.episode import Episode, Group
+from forkrl.common.episode import Episode, Group
 
 ALWAYS = ("ok", "wrong_answer", "unsimplified", "no_answer", "hedge", "bad_box", "timeout", "crash")
 """Verdicts reported every step, 0 when absent: a gauge or curve must fall to 0, not freeze at its last

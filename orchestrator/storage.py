@@ -26,7 +26,7 @@ from pathlib import Path
 import pyarrow
 import pyarrow.fs as pafs
 
-from orchestrator import checkpoint as ckpt
+from forkrl.orchestrator import checkpoint as ckpt
 
 # Set by Ray's job supervisor in every `ray job submit` driver's environment.
 RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"

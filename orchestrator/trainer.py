@@ -29,12 +29,12 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import torch
 
-from common.episode import Group, group_by_prompt
-from orchestrator import checkpoint as ckpt
-from learner.config import LearnerConfig
-from orchestrator.config import JobConfig, dump_config
-from orchestrator.samples import SampleLog, verdict_fractions
-from orchestrator.storage import RunStorage
+from forkrl.common.episode import Group, group_by_prompt
+from forkrl.orchestrator import checkpoint as ckpt
+from forkrl.learner.config import LearnerConfig
+from forkrl.orchestrator.config import JobConfig, dump_config
+from forkrl.orchestrator.samples import SampleLog, verdict_fractions
+from forkrl.orchestrator.storage import RunStorage
 
 log = logging.getLogger("forkrl")
 
@@ -142,14 +142,14 @@ class Trainer:
     def setup(self) -> None:
         from transformers import AutoTokenizer
 
-        from actors.rollout import RolloutGroup
-        from orchestrator.data import PromptStream, load_data
-        from orchestrator.layout import resolve_layout
-        from orchestrator.metrics import MetricsSink
-        from orchestrator.models import check_model_reachable, resolve_model
-        from orchestrator.rollout_queue import RolloutQueue
-        from orchestrator.weights import WeightPusher
-        from rewards.pool import VerifierPool
+        from forkrl.actors.rollout import RolloutGroup
+        from forkrl.orchestrator.data import PromptStream, load_data
+        from forkrl.orchestrator.layout import resolve_layout
+        from forkrl.orchestrator.metrics import MetricsSink
+        from forkrl.orchestrator.models import check_model_reachable, resolve_model
+        from forkrl.orchestrator.rollout_queue import RolloutQueue
+        from forkrl.orchestrator.weights import WeightPusher
+        from forkrl.rewards.pool import VerifierPool
 
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -197,7 +197,7 @@ class Trainer:
             self.queue = RolloutQueue(self._draw, self._submit)
         ec = cfg.algorithm.entropy_control
         if ec.enabled:
-            from orchestrator.entropy_control import EntropyController, actuator_value
+            from forkrl.orchestrator.entropy_control import EntropyController, actuator_value
 
             self.controller = EntropyController(ec, initial=actuator_value(cfg.learner.loss, ec.actuator))
         if self.resume and not self._restore():
@@ -208,8 +208,8 @@ class Trainer:
 
     def _start_learner(self) -> None:
         """Start the learner group and record where every role runs (logged, and placement.json)."""
-        from learner.group import LearnerGroup
-        from orchestrator.placement import bundle_nodes, driver_node
+        from forkrl.learner.group import LearnerGroup
+        from forkrl.orchestrator.placement import bundle_nodes, driver_node
 
         self.learner = LearnerGroup(learner_config(self.cfg), self.model_path, seed=self.cfg.trainer.seed,
                                     threads=self.layout.learner_threads)
@@ -222,8 +222,8 @@ class Trainer:
 
     def apply_curriculum(self) -> dict[str, float]:
         """(Re-)estimate semantic entropy with the current policy and reorder the prompt stream."""
-        from orchestrator.curriculum import estimate_order
-        from rewards import answers_equivalent
+        from forkrl.orchestrator.curriculum import estimate_order
+        from forkrl.rewards import answers_equivalent
 
         cc = self.cfg.algorithm.curriculum
         rows = self.stream.rows[: cc.max_prompts] if cc.max_prompts else list(self.stream.rows)
@@ -272,7 +272,7 @@ class Trainer:
     def _restore(self) -> bool:
         """Load the last checkpoint into the learner and the loop, and bring the engines to its
         weights. False when there is none."""
-        from orchestrator.placement import load_on_nodes
+        from forkrl.orchestrator.placement import load_on_nodes
 
         last = ckpt.latest(self.run_dir / "checkpoints")
         if last is None:
@@ -288,7 +288,7 @@ class Trainer:
     def _save(self, state: dict[str, Any] | None = None) -> Path:
         """Checkpoint `state` (default: now) with the learner's current weights, atomically; upload it
         when the outputs live on a remote filesystem."""
-        from orchestrator.placement import save_on_nodes
+        from forkrl.orchestrator.placement import save_on_nodes
 
         state = state or self._state()
 
@@ -395,7 +395,7 @@ class Trainer:
 
     def verify(self, rows, groups: list[Group], tag: str) -> None:
         """Score every Episode (in place: reward, correct, extracted, verdict)."""
-        from rewards.types import Sample
+        from forkrl.rewards.types import Sample
 
         episodes = [ep for g in groups for ep in g]
         samples = []
@@ -411,8 +411,8 @@ class Trainer:
     def advantages(self, groups: list[Group]) -> torch.Tensor:
         """Write each Episode's advantage (from its group's rewards, shaped by the overlong penalty
         when that is on); returns the shaped rewards [P, G]."""
-        from orchestrator.advantages import compute_advantages
-        from orchestrator.sampling import overlong_penalty
+        from forkrl.orchestrator.advantages import compute_advantages
+        from forkrl.orchestrator.sampling import overlong_penalty
 
         rewards = torch.tensor([[ep.reward for ep in g] for g in groups], dtype=torch.float32)
         ol = self.cfg.algorithm.overlong
@@ -427,7 +427,7 @@ class Trainer:
 
     def _keep(self, groups: list[Group]) -> list[Group]:
         """Dynamic sampling (DAPO): keep groups whose rewards differ."""
-        from orchestrator.sampling import keep_mask_nonzero_variance
+        from forkrl.orchestrator.sampling import keep_mask_nonzero_variance
 
         if not self.cfg.algorithm.dynamic_sampling.enabled:
             return groups
@@ -543,7 +543,7 @@ class Trainer:
 
     # ---- learning ----------------------------------------------------------------------------
     def train(self, groups: list[Group]) -> dict:
-        from orchestrator.batching import pack_batch
+        from forkrl.orchestrator.batching import pack_batch
 
         episodes = [ep for g in groups for ep in g]
         # Packed learner (learner.packing): groups stay whole and in order, so a micro-batch holds every
@@ -679,7 +679,7 @@ class Trainer:
              **verdict_fractions(episodes, prefix="eval/verdict/")}
         e = self.cfg.eval
         if e.pass_k:
-            from orchestrator.evaluation import pass_at_k_metrics, resolve_sample_temperature
+            from forkrl.orchestrator.evaluation import pass_at_k_metrics, resolve_sample_temperature
 
             temp = resolve_sample_temperature(e.sample_temperature, self.cfg.rollout.temperature)
             out = self.generate(self.eval_rows, seed=54321, n=e.samples_per_prompt, temperature=temp)
@@ -689,7 +689,7 @@ class Trainer:
 
     def _entropy_law(self, m: dict[str, float]) -> dict[str, float]:
         """Fit R = -a exp(H) + b over the run so far (Cui et al.); b - a is the predicted ceiling."""
-        from orchestrator.entropy_law import fit_entropy_law
+        from forkrl.orchestrator.entropy_law import fit_entropy_law
 
         fit = fit_entropy_law([h for h, _ in self.eval_history], [r for _, r in self.eval_history])
         if not fit:
@@ -737,7 +737,7 @@ class Trainer:
 
     def _advance(self) -> None:
         """One step and its bookkeeping: curriculum, entropy change, evaluation, log, checkpoint."""
-        from orchestrator.metrics import plot_run
+        from forkrl.orchestrator.metrics import plot_run
 
         cfg = self.cfg
         start = self._state()
@@ -781,7 +781,7 @@ class Trainer:
 
     def _apply_controller(self) -> None:
         """Give the learner the loss config with the controller's current actuator value."""
-        from orchestrator.entropy_control import with_actuator
+        from forkrl.orchestrator.entropy_control import with_actuator
 
         ec = self.cfg.algorithm.entropy_control
         with self._learner_phase():
@@ -789,8 +789,8 @@ class Trainer:
 
     def _finish(self) -> str | None:
         """The final HF model (written by rank 0 on its node, copied to the driver) and the curves."""
-        from orchestrator.metrics import plot_run
-        from orchestrator.placement import save_on_nodes
+        from forkrl.orchestrator.metrics import plot_run
+        from forkrl.orchestrator.placement import save_on_nodes
 
         if self.cfg.checkpoint.save_hf_at_end:
             final = self.run_dir / "final_model"

@@ -18,9 +18,9 @@ import time
 
 import ray
 
-from actors.rollout import RolloutGroup
-from learner.config import WeightSyncConfig
-from learner.group import LearnerGroup
+from forkrl.actors.rollout import RolloutGroup
+from forkrl.learner.config import WeightSyncConfig
+from forkrl.learner.group import LearnerGroup
 
 log = logging.getLogger("forkrl.weights")
 

@@ -1,6 +1,6 @@
 """forkrl's verifier pool: score samples (math answers, code in a sandbox, user functions by import path).
 
-Importing this package does not import Ray; `from rewards.pool import VerifierPool` does.
+Importing this package does not import Ray; `from forkrl.rewards.pool import VerifierPool` does.
 """
 
 from .config import CodeRewardConfig, MathRewardConfig, RewardConfig

@@ -401,7 +401,7 @@ def _mounts(site_packages: bool) -> tuple[str, ...]:
     for d in dests:
         args += ["--ro-bind", binds[d], d]
     hidden = [] if site_packages else sorted(sites)
-    hidden += [str(_PROJECT_DATA)] + [os.path.join(s, "rewards", "data") for s in sorted(sites)]
+    hidden += [str(_PROJECT_DATA)] + [os.path.join(s, "forkrl", "rewards", "data") for s in sorted(sites)]
     for h in dict.fromkeys(hidden):  # an empty, read-only tmpfs over each
         if os.path.isdir(h) and under(h):
             args += ["--size", "4096", "--tmpfs", h, "--remount-ro", h]

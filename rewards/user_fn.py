@@ -2,7 +2,7 @@
 
 Signature::
 
-    def score(sample: rewards.types.Sample) -> float | bool | rewards.types.Score: ...
+    def score(sample: forkrl.rewards.types.Sample) -> float | bool | forkrl.rewards.types.Score: ...
 
 A float is the reward (correct = reward > 0); a bool is 1.0/0.0; a Score is used as-is (its uid is
 forced to the sample's). The function runs inside the verifier actor: an exception becomes reward 0

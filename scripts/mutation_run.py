@@ -177,12 +177,10 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
 
     root = Path.cwd()
-    for p in (root, root / "tests"):
-        sys.path.insert(0, str(p))
     from pytest_gremlins.instrumentation.transformer import transform_source
 
     module_path = (root / args.module).resolve()
-    modname = args.module[:-3].replace("/", ".")
+    modname = "forkrl." + args.module[:-3].replace("/", ".")  # role folders install as forkrl.<role>
     gremlins, tree = transform_source(module_path.read_text(), str(module_path))
     _install_hook(modname, module_path, ast.fix_missing_locations(tree))
     _warm_up(root, args.tests)

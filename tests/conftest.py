@@ -1,12 +1,12 @@
+"""Tests run against the installed package (`pip install -e .`: imports are `forkrl.<role>`); no
+sys.path patching. Helper modules beside the tests (tiny_model, test_rewards_userfns) are
+importable because pytest's default rootdir-less "prepend" import mode puts tests/ first."""
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from orchestrator.advantages import compute_advantages, register_advantage
+from forkrl.orchestrator.advantages import compute_advantages, register_advantage
 
 
 def rewards(seed=0, groups=5, G=8):
@@ -72,7 +72,7 @@ def test_grpo_epsilon_is_added_to_the_std():
 
 
 def test_registered_estimators_are_the_module_functions():
-    from orchestrator import advantages
+    from forkrl.orchestrator import advantages
 
     R = torch.tensor([[1.0, 0.0, 3.0]])
     for name in ("grpo", "drgrpo", "rloo"):

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.config import load_config
-from orchestrator.metrics import read_metrics
-from orchestrator.trainer import Trainer
+from forkrl.orchestrator.config import load_config
+from forkrl.orchestrator.metrics import read_metrics
+from forkrl.orchestrator.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def _cfg(model, *extra):
 def ray_session(tiny_model_dir):
     import ray
 
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])  # Ray workers
+    os.environ["PYTHONPATH"] = str(ROOT / "tests")  # Ray workers import the test reward functions
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              namespace="forkrl", runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     yield
@@ -61,7 +61,7 @@ def _record_prompts(trainer: Trainer, log: dict, on_train=None):
 
 
 def _engine_matches_learner(trainer: Trainer) -> float:
-    from orchestrator.batching import pack_batch
+    from forkrl.orchestrator.batching import pack_batch
     from tiny_model import episode
 
     seq = [1, 5, 6, 7, 8, 9, 10, 11, 12]

@@ -3,8 +3,8 @@ token-aligned TrainBatch. Expected tensors are written out."""
 import pytest
 import torch
 
-from common.episode import Episode
-from orchestrator.batching import pack_batch
+from forkrl.common.episode import Episode
+from forkrl.orchestrator.batching import pack_batch
 
 
 def ep(prompt, response, logprobs, advantage, finish="stop", version=0, index=0):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator import checkpoint as ckpt
+from forkrl.orchestrator import checkpoint as ckpt
 
 
 def _writer(calls: list | None = None):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.config import load_config
+from forkrl.orchestrator.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -76,6 +76,8 @@ def test_ray_up_cluster_starts_every_node_with_token_auth_and_the_token():
 def test_the_image_copies_every_package_the_project_installs():
     # a package pyproject installs but the Dockerfile does not copy is missing from the image's
     # editable install (the shared `common/` package was nearly left out that way)
-    packages = [p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]]
+    # the folders behind forkrl.<role> (pyproject's package-dir mapping), top-level folders only
+    folders = set(PYPROJECT["tool"]["setuptools"]["package-dir"].values())
+    packages = [f for f in folders if "/" not in f]
     copied = re.findall(r"^COPY \S+ (\w+) \./\1$", DOCKERFILE, re.M)
     assert sorted(packages) == sorted(p for p in copied if p != "recipes"), (packages, copied)

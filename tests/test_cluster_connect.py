@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import load_config
-from orchestrator.trainer import connect_ray, ray_init_args
+from forkrl.orchestrator.config import load_config
+from forkrl.orchestrator.trainer import connect_ray, ray_init_args
 
 
 def _cfg(*overrides: str):

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import checkpoint as ckpt
-from orchestrator.storage import JOB_OUTPUT_ROOT
+from forkrl.orchestrator import checkpoint as ckpt
+from forkrl.orchestrator.storage import JOB_OUTPUT_ROOT
 
 pytestmark = pytest.mark.slow
 

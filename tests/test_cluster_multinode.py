@@ -13,8 +13,8 @@ import fsspec
 import pytest
 import torch
 
-from orchestrator.config import load_config
-from orchestrator.trainer import Trainer
+from forkrl.orchestrator.config import load_config
+from forkrl.orchestrator.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def private_ray_tmp(monkeypatch):
     monkeypatch.setenv("RAY_TMPDIR", tmp)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     # Workers import the tiny job's reward function (tests/e2e_reward.py) and forkrl from here.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests"))
     yield tmp
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -52,7 +52,7 @@ def _cfg(model: Path, address: str, output: str, steps: int):
 
 def _probe(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
     """(engine log-probs, learner log-probs) of one fixed sequence."""
-    from orchestrator.batching import pack_batch
+    from forkrl.orchestrator.batching import pack_batch
     from tiny_model import episode
 
     seq = [1, 5, 6, 7, 8, 9, 10, 11, 12, 13]

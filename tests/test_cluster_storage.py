@@ -8,8 +8,8 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from orchestrator import checkpoint as ckpt
-from orchestrator.storage import RAY_JOB_ENV, RunStorage, join, resolve_location
+from forkrl.orchestrator import checkpoint as ckpt
+from forkrl.orchestrator.storage import RAY_JOB_ENV, RunStorage, join, resolve_location
 
 
 def test_relative_paths_resolve_to_the_cwd_but_to_home_inside_a_ray_job(tmp_path, monkeypatch):

@@ -6,8 +6,8 @@ import time
 import pytest
 import torch
 
-from common import weights
-from learner.worker import free_port
+from forkrl.common import weights
+from forkrl.learner.worker import free_port
 
 
 def test_bucket_plan_covers_every_param_once_and_skips_tied(tiny_model_dir):

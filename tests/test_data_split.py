@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from orchestrator.data import (
+from forkrl.orchestrator.data import (
     ArithmeticData,
     DataError,
     JsonlData,
@@ -24,7 +24,7 @@ from orchestrator.data import (
     parse_data_config,
     problem_space,
 )
-from orchestrator.data import _problem_key  # the generator's notion of "the same problem"
+from forkrl.orchestrator.data import _problem_key  # the generator's notion of "the same problem"
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

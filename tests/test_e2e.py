@@ -33,8 +33,8 @@ def _recipe(tmp: Path, model: Path, steps: int) -> Path:
 
 
 def _train(recipe: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "train", str(recipe), "--run-dir",
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"))
+    proc = subprocess.run([sys.executable, "-m", "forkrl.orchestrator.cli", "train", str(recipe), "--run-dir",
                            str(run_dir), *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc

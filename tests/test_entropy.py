@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from learner.entropy import token_logprobs_and_entropy
+from forkrl.learner.entropy import token_logprobs_and_entropy
 
 
 def naive(logits, labels, T=1.0):

@@ -6,9 +6,9 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from learner.loss_config import ClipCovLoss, ForkingConfig, KLCovLoss, PPOClipLoss
-from orchestrator.config import ConfigError, load_config
-from orchestrator.entropy_control import (EntropyControlConfig, EntropyController, actuator_problem, actuator_value,
+from forkrl.learner.loss_config import ClipCovLoss, ForkingConfig, KLCovLoss, PPOClipLoss
+from forkrl.orchestrator.config import ConfigError, load_config
+from forkrl.orchestrator.entropy_control import (EntropyControlConfig, EntropyController, actuator_problem, actuator_value,
                                           target_at, with_actuator)
 
 

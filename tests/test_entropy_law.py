@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from orchestrator.entropy_law import fit_entropy_law
+from forkrl.orchestrator.entropy_law import fit_entropy_law
 
 
 def test_recovers_exact_law_and_ceiling():

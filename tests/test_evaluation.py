@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from orchestrator.config import ConfigError, load_config
-from orchestrator.evaluation import group_correct, pass_at_k, pass_at_k_metrics, resolve_sample_temperature
+from forkrl.orchestrator.config import ConfigError, load_config
+from forkrl.orchestrator.evaluation import group_correct, pass_at_k, pass_at_k_metrics, resolve_sample_temperature
 
 
 @pytest.mark.parametrize("n, c, k, want", [

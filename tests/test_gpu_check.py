@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # Runs the bench as its own __main__, after `patch` (Python source) ran in the same process.
-LAUNCH = ("import runpy, sys; sys.path.insert(0, {root!r}); {patch}; sys.argv = {argv!r}; "
+LAUNCH = ("import runpy, sys; {patch}; sys.argv = {argv!r}; "
           "runpy.run_path({script!r}, run_name='__main__')")
 
 
@@ -25,7 +25,9 @@ def run_check(tmp_path: Path, patch: str = "pass") -> tuple[int, dict, str]:
             "--steps", "1", "--batch", "8", "--group", "4", "--micro", "4", "--max-new-tokens", "6",
             "--backends", "gloo"]
     cmd = [sys.executable, "-c", LAUNCH.format(root=str(ROOT), patch=patch, argv=argv, script=script)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", CUDA_VISIBLE_DEVICES="")
+    # bench/ first on the path, as `python bench/gpu_check.py` has it (runpy.run_path does not add it)
+    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=str(ROOT / "bench"))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     report = json.loads((out / "gpu_check.json").read_text()) if (out / "gpu_check.json").is_file() else {}
     return proc.returncode, report, proc.stdout + proc.stderr
@@ -52,7 +54,7 @@ def test_every_part_runs_and_passes_on_cpu(tmp_path):
 def test_a_push_that_loads_nothing_fails_the_run(tmp_path):
     """The engine keeps its poisoned weights: the bit-for-bit check and the exit code say so."""
     rc, report, log = run_check(
-        tmp_path, "from actors.engines import HFEngine; HFEngine.load_flat_buckets = lambda self, plan, flats: 0")
+        tmp_path, "from forkrl.actors.engines import HFEngine; HFEngine.load_flat_buckets = lambda self, plan, flats: 0")
     assert rc == 1, log[-3000:]
     assert report["push"]["ok"] is False and report["push"]["mismatched"]
 
@@ -60,7 +62,7 @@ def test_a_push_that_loads_nothing_fails_the_run(tmp_path):
 def test_a_push_that_skips_the_norm_weights_fails_the_run(tmp_path):
     """1-D tensors barely move in training (bf16 norm weights may not move at all), so an engine that
     kept its own would match the learner's by chance; the engine is poisoned before the push."""
-    skip = ("from actors.engines import HFEngine; load = HFEngine._load; "
+    skip = ("from forkrl.actors.engines import HFEngine; load = HFEngine._load; "
             "HFEngine._load = lambda self, pairs: load(self, [(n, t) for n, t in pairs if t.dim() > 1])")
     rc, report, log = run_check(tmp_path, skip)
     assert rc == 1, log[-3000:]

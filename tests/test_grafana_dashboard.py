@@ -5,15 +5,15 @@ from pathlib import Path
 
 import torch
 
-from orchestrator import grafana
-from orchestrator.metrics import gauge_name
+from forkrl.orchestrator import grafana
+from forkrl.orchestrator.metrics import gauge_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "cluster_configs" / "grafana" / "forkrl_dashboard.json"
 
 
 def test_shipped_dashboard_is_current():
-    assert SHIPPED.read_text() == grafana.render(), "regenerate: python -m orchestrator.grafana > " + str(SHIPPED)
+    assert SHIPPED.read_text() == grafana.render(), "regenerate: python -m forkrl.orchestrator.grafana > " + str(SHIPPED)
 
 
 def test_actor_learner_dynamics_have_panels():
@@ -38,8 +38,8 @@ def _loss_metric_keys() -> set[str]:
 
     from pydantic import TypeAdapter
 
-    from learner.loss_config import PolicyLossConfig
-    from learner.losses import LossInputs, compute_policy_loss
+    from forkrl.learner.loss_config import PolicyLossConfig
+    from forkrl.learner.losses import LossInputs, compute_policy_loss
 
     torch.manual_seed(0)
     b, t = 4, 16

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from common.episode import Episode, group_by_prompt
-from orchestrator.layout import Layout, resolve_layout
+from forkrl.common.episode import Episode, group_by_prompt
+from forkrl.orchestrator.layout import Layout, resolve_layout
 
 
 @pytest.mark.parametrize("layout,mode,on_gpu,joins,expected", [

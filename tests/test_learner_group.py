@@ -7,8 +7,8 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 import pytest
 import torch
 
-from learner.config import LearnerConfig
-from learner.types import TrainBatch
+from forkrl.learner.config import LearnerConfig
+from forkrl.learner.types import TrainBatch
 
 L = 16
 
@@ -44,8 +44,8 @@ CFG = dict(lr=1e-2, eps=1.0, grad_clip=0.0, micro_batch_size=2, mini_batches=2)
 
 @pytest.mark.parametrize("zero_stage", [2, pytest.param(3, marks=pytest.mark.slow)])
 def test_two_rank_update_equals_one_rank_update(ray_cluster, tiny_model_dir, zero_stage):
-    from learner.group import LearnerGroup
-    from learner.worker import LearnerWorker
+    from forkrl.learner.group import LearnerGroup
+    from forkrl.learner.worker import LearnerWorker
 
     batch = uneven_batch()
     reference = LearnerWorker(LearnerConfig(**CFG), str(tiny_model_dir))
@@ -65,7 +65,7 @@ def test_two_rank_update_equals_one_rank_update(ray_cluster, tiny_model_dir, zer
         export = group.export_weights_refs()
         plan = group.weight_plan()
         assert export["plan"] == plan and export["buckets"] == len(export["refs"]) == len(plan)
-        from common.weights import CollectiveReceiver, unpack_flats
+        from forkrl.common.weights import CollectiveReceiver, unpack_flats
 
         exported = dict(unpack_flats(plan, ray.get(export["refs"])))
 
@@ -114,7 +114,7 @@ def test_two_rank_update_equals_one_rank_update(ray_cluster, tiny_model_dir, zer
 def test_broadcast_weights_returns_every_ranks_result_so_a_dead_rank_surfaces(ray_cluster, tiny_model_dir):
     import ray
 
-    from learner.group import LearnerGroup
+    from forkrl.learner.group import LearnerGroup
 
     group = LearnerGroup(LearnerConfig(num_ranks=2), str(tiny_model_dir))
     try:

@@ -1,11 +1,8 @@
 """bench/learner_interference.py's reading of /proc samples: only the intervals where the learner ran
 at >= 1.5 cores count, and the learner and the sampler itself are not counted as others."""
-import sys
-from pathlib import Path
+from bench_modules import load_bench
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import learner_interference as li  # noqa: E402
+li = load_bench("learner_interference")
 
 HZ = li.HZ
 LEARNER, ENGINE, RAYLET, SAMPLER = 10, 20, 30, 40

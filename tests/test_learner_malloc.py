@@ -11,10 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
 import json, resource, sys
-sys.path.insert(0, {root!r})
 import torch
 if {keep}:
-    from learner.worker import keep_freed_memory
+    from forkrl.learner.worker import keep_freed_memory
     assert keep_freed_memory()
 faults = []
 for _ in range(12):  # a 64 MiB temporary, allocated, written and freed, as a step does

@@ -7,7 +7,7 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed picks its accelerato
 import pytest
 import torch
 
-from learner.packing import (packed_logprobs_and_entropy, packing_supported, plan_packing, prefix_mask,
+from forkrl.learner.packing import (packed_logprobs_and_entropy, packing_supported, plan_packing, prefix_mask,
                              response_mask)
 
 
@@ -126,7 +126,7 @@ def _grads(model, value):
 def test_packed_equals_padded_logprobs_entropy_and_gradients(tiny_model_dir, impl, bin_tokens):
     from transformers import AutoModelForCausalLM
 
-    from learner.worker import selected_logprobs_and_entropy
+    from forkrl.learner.worker import selected_logprobs_and_entropy
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float64,
                                                  attn_implementation=impl)
@@ -226,12 +226,12 @@ def test_packing_refused_for_families_it_would_get_wrong():
 def test_worker_falls_back_when_its_self_check_disagrees(tiny_model_dir, monkeypatch):
     """A model that passes the config gate but whose packed log-probs differ from the padded ones
     on the start-up check trains padded."""
-    import learner.worker
-    from learner.config import LearnerConfig
-    from learner.worker import LearnerWorker
+    import forkrl.learner.worker as worker_module
+    from forkrl.learner.config import LearnerConfig
+    from forkrl.learner.worker import LearnerWorker
 
-    real = learner.worker.packed_logprobs_and_entropy
-    monkeypatch.setattr(learner.worker, "packed_logprobs_and_entropy",
+    real = worker_module.packed_logprobs_and_entropy
+    monkeypatch.setattr(worker_module, "packed_logprobs_and_entropy",
                         lambda *a, **k: tuple(t + 0.01 for t in real(*a, **k)))
     worker = LearnerWorker(LearnerConfig(), str(tiny_model_dir), seed=0)
     assert worker.packing is False
@@ -259,9 +259,9 @@ def test_packing_refused_where_a_4d_mask_would_be_wrong():
 def test_worker_step_packed_equals_padded(tiny_model_dir):
     """One optimizer step of the learner on a batch with shared prompts: the packed worker's
     parameters and metrics match the padded worker's."""
-    from learner.config import LearnerConfig
-    from learner.types import TrainBatch
-    from learner.worker import LearnerWorker
+    from forkrl.learner.config import LearnerConfig
+    from forkrl.learner.types import TrainBatch
+    from forkrl.learner.worker import LearnerWorker
 
     ids, attn, where = _two_groups()
     ids = ids + 3 * (ids > 0)
@@ -287,8 +287,8 @@ def test_worker_step_packed_equals_padded(tiny_model_dir):
 
 
 def test_worker_falls_back_when_checkpointing(tiny_model_dir):
-    from learner.config import LearnerConfig
-    from learner.worker import LearnerWorker
+    from forkrl.learner.config import LearnerConfig
+    from forkrl.learner.worker import LearnerWorker
 
     worker = LearnerWorker(LearnerConfig(gradient_checkpointing=True), str(tiny_model_dir), seed=0)
     assert worker.packing is False

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import load_config
-from orchestrator.metrics import read_metrics
-from orchestrator.trainer import Trainer
+from forkrl.orchestrator.config import load_config
+from forkrl.orchestrator.metrics import read_metrics
+from forkrl.orchestrator.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_killed_learner_rank_is_restarted_from_the_last_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
     import ray
 
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))  # Ray workers
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests"))  # Ray workers
     cfg = load_config(None, [
         f"model.path={tiny_model_dir}", "data.type=arithmetic", "data.num_train=64", "data.num_eval=4",
         "eval.every_steps=0",

@@ -10,15 +10,15 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 import torch
 
-from learner.config import LearnerConfig
-from learner.worker import free_port
+from forkrl.learner.config import LearnerConfig
+from forkrl.learner.worker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 RECEIVER = textwrap.dedent("""
     import sys, torch
-    from common.weights import CollectiveReceiver
+    from forkrl.common.weights import CollectiveReceiver
     addr, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     plan = torch.load(out + ".plan", weights_only=False)
     receiver = CollectiveReceiver(addr, port, rank=1, world_size=2, backend="gloo", timeout_s=120)
@@ -35,8 +35,8 @@ RECEIVER = textwrap.dedent("""
 
 
 def test_collective_broadcast_delivers_identical_tensors(tiny_model_dir, tmp_path):
-    from learner.types import TrainBatch
-    from learner.worker import LearnerWorker
+    from forkrl.learner.types import TrainBatch
+    from forkrl.learner.worker import LearnerWorker
 
     cfg = LearnerConfig(lr=1e-3, weight_sync={"bucket_mb": 0.05})
     worker = LearnerWorker(cfg, str(tiny_model_dir))
@@ -45,7 +45,7 @@ def test_collective_broadcast_delivers_identical_tensors(tiny_model_dir, tmp_pat
     out = tmp_path / "received.pt"
     torch.save(plan, str(out) + ".plan")
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ)
     proc = subprocess.Popen([sys.executable, "-c", RECEIVER, "127.0.0.1", str(port), str(out)], env=env)
     try:
         worker.init_weight_group("127.0.0.1", port, 2)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from learner.config import LearnerConfig
-from learner.types import TrainBatch
+from forkrl.learner.config import LearnerConfig
+from forkrl.learner.types import TrainBatch
 
 L = 16
 
@@ -30,7 +30,7 @@ def make_batch(num_seqs: int = 4, seed: int = 0, adv: float = 1.0) -> TrainBatch
 
 
 def make_worker(model_dir, **overrides):
-    from learner.worker import LearnerWorker
+    from forkrl.learner.worker import LearnerWorker
 
     cfg = LearnerConfig(**{"lr": 1e-3, "micro_batch_size": 2, **overrides})
     return LearnerWorker(cfg, str(model_dir), seed=0)
@@ -222,7 +222,7 @@ def test_logits_at_selected_positions_equal_the_full_logits_path(tiny_model_dir,
     model after its head, so it acts on the selected rows as on all of them."""
     from transformers import AutoModelForCausalLM
 
-    from learner.worker import selected_logprobs_and_entropy
+    from forkrl.learner.worker import selected_logprobs_and_entropy
 
     if arch == "llama":
         model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float64)
@@ -247,7 +247,7 @@ def test_logits_at_no_position_keep_the_head_in_the_graph(tiny_model_dir):
     each parameter in every backward on every rank."""
     from transformers import AutoModelForCausalLM
 
-    from learner.worker import selected_logprobs_and_entropy
+    from forkrl.learner.worker import selected_logprobs_and_entropy
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
     ids, attn, where = _rows()
@@ -261,7 +261,7 @@ def test_logits_at_no_position_keep_the_head_in_the_graph(tiny_model_dir):
 def test_a_model_that_calls_its_head_per_position_is_refused():
     from types import SimpleNamespace
 
-    from learner.worker import selected_logprobs_and_entropy
+    from forkrl.learner.worker import selected_logprobs_and_entropy
 
     class PerPosition(torch.nn.Module):
         def __init__(self):
@@ -288,7 +288,7 @@ def test_a_model_that_calls_its_head_per_position_is_refused():
     (2_000, 134_515_008, 2_000),
 ])
 def test_zero_buckets_sized_to_the_model(setting, num_params, expected):
-    from learner.worker import deepspeed_config
+    from forkrl.learner.worker import deepspeed_config
 
     zero = deepspeed_config(LearnerConfig(zero_bucket_size=setting), 1, "float32", num_params)["zero_optimization"]
     assert zero["reduce_bucket_size"] == zero["allgather_bucket_size"] == expected
@@ -313,7 +313,7 @@ def test_rollout_logprobs_reach_the_loss_for_tis(tiny_model_dir):
 
 
 def test_set_loss_takes_effect_at_the_next_step(tiny_model_dir):
-    from learner.loss_config import PPOClipLoss
+    from forkrl.learner.loss_config import PPOClipLoss
 
     worker = make_worker(tiny_model_dir)  # micro-batches of 2: the bonus is summed over two shares
     assert "entropy_bonus" not in worker.train_step(make_batch(4, seed=9))

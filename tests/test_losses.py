@@ -6,9 +6,9 @@ import pytest
 import torch
 from pydantic import TypeAdapter, ValidationError
 
-import learner.selectors as selectors
-from learner.aggregation import aggregate
-from learner.loss_config import (
+import forkrl.learner.selectors as selectors
+from forkrl.learner.aggregation import aggregate
+from forkrl.learner.loss_config import (
     CISPOLoss,
     ClipCovLoss,
     ForkingConfig,
@@ -19,8 +19,8 @@ from learner.loss_config import (
     RefKLConfig,
     SENTLoss,
 )
-from learner.losses import LossInputs, compute_policy_loss, get_policy_loss, kl_estimate
-from learner.selectors import centred_cov, forking_mask, sent_selection, TokenStats
+from forkrl.learner.losses import LossInputs, compute_policy_loss, get_policy_loss, kl_estimate
+from forkrl.learner.selectors import centred_cov, forking_mask, sent_selection, TokenStats
 
 AGGS = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
 
@@ -676,7 +676,7 @@ def test_clip_cov_bounds_are_strict_and_an_empty_pick_leaves_the_generator_alone
 
 
 def test_registries_return_the_function_and_refuse_duplicates():
-    from learner import losses
+    from forkrl.learner import losses
 
     for name in ("ppo_clip", "clip_cov", "kl_cov", "sent", "gspo", "cispo"):
         fn = get_policy_loss(name)
@@ -754,7 +754,7 @@ def test_config_union_defaults_and_validation():
 
 
 def test_every_field_is_documented():
-    from learner import loss_config
+    from forkrl.learner import loss_config
 
     for cls in (PPOClipLoss, ClipCovLoss, KLCovLoss, SENTLoss, GSPOLoss, CISPOLoss, ForkingConfig, RefKLConfig):
         for name, f in cls.model_fields.items():
@@ -814,7 +814,7 @@ TIS_TABLE = [
 
 @pytest.mark.parametrize("level,cap,w,w_mean,frac", TIS_TABLE)
 def test_tis_weights_hand_computed(level, cap, w, w_mean, frac):
-    from learner.losses import tis_weights
+    from forkrl.learner.losses import tis_weights
 
     d = tis_batch()
     got, truncated = tis_weights(d["old_logprobs"], d["rollout_logprobs"], d["mask"] > 0, level, cap)
@@ -855,7 +855,7 @@ def test_tis_multiplies_the_pg_term_only_and_needs_rollout_logprobs():
     with pytest.raises(ValueError, match="rollout_logprobs"):
         run(dict(d, rollout_logprobs=None), PPOClipLoss(tis={"level": "token"}))
     with pytest.raises(ValueError, match="TIS level"):
-        from learner.losses import tis_weights
+        from forkrl.learner.losses import tis_weights
 
         tis_weights(d["old_logprobs"], d["rollout_logprobs"], d["mask"] > 0, "batch", 2.0)
 
@@ -869,7 +869,7 @@ def test_tis_sequence_weight_of_a_long_far_off_sequence_is_the_cap_not_inf():
 
 
 def test_tis_config_defaults_and_validation():
-    from learner.loss_config import TISConfig
+    from forkrl.learner.loss_config import TISConfig
 
     assert PPOClipLoss().tis is None and SENTLoss().tis is None
     t = PPOClipLoss(tis={}).tis

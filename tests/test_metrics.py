@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 import ray
 
-from orchestrator.metrics import MetricsSink, plot_run, read_metrics
+from forkrl.orchestrator.metrics import MetricsSink, plot_run, read_metrics
 
 
 def _free_port() -> int:

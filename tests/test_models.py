@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import models
-from orchestrator.models import (
+from forkrl.orchestrator import models
+from forkrl.orchestrator.models import (
     MARKER,
     ModelResolutionError,
     check_model_reachable,

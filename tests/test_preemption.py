@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import checkpoint as ckpt
-from orchestrator.metrics import read_metrics
+from forkrl.orchestrator import checkpoint as ckpt
+from forkrl.orchestrator.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -48,10 +48,10 @@ def _wait_for(condition, timeout_s: float, what: str, proc: subprocess.Popen) ->
 
 
 def test_sigterm_checkpoints_and_prints_how_to_resume(tmp_path, tiny_model_dir):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"))
     run_dir = tmp_path / "run"
     metrics = run_dir / "metrics.jsonl"
-    cmd = [sys.executable, "-m", "orchestrator.cli", "train", str(_recipe(tmp_path, tiny_model_dir)),
+    cmd = [sys.executable, "-m", "forkrl.orchestrator.cli", "train", str(_recipe(tmp_path, tiny_model_dir)),
            "--run-dir", str(run_dir)]
     with (tmp_path / "out.txt").open("w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -73,7 +73,7 @@ def test_sigterm_checkpoints_and_prints_how_to_resume(tmp_path, tiny_model_dir):
 
     resume = shlex.split(line.split("resume with: ", 1)[1])
     assert resume[0] == "forkrl" and resume[-1] == "--resume"
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *resume[1:]], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "forkrl.orchestrator.cli", *resume[1:]], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resumed from {last}" in proc.stderr

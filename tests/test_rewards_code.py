@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from rewards.code_verifier import score_code
-from rewards.config import CodeRewardConfig
-from rewards.datasets import humaneval_answer, load_humaneval
-from rewards.sandbox import Limits, run_python
-from rewards.types import Sample
+from forkrl.rewards.code_verifier import score_code
+from forkrl.rewards.config import CodeRewardConfig
+from forkrl.rewards.datasets import humaneval_answer, load_humaneval
+from forkrl.rewards.sandbox import Limits, run_python
+from forkrl.rewards.types import Sample
 
 L = Limits(wall_s=3, cpu_s=2, memory_bytes=512 << 20, max_processes=8, max_output_bytes=64 << 10)
 CFG = CodeRewardConfig(cpu_s=2, memory_mb=512)

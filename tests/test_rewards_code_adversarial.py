@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from rewards.code_verifier import score_code
-from rewards.config import CodeRewardConfig
-from rewards.datasets import humaneval_answer, load_humaneval
-from rewards.sandbox import bwrap_problem
-from rewards.types import Sample
+from forkrl.rewards.code_verifier import score_code
+from forkrl.rewards.config import CodeRewardConfig
+from forkrl.rewards.datasets import humaneval_answer, load_humaneval
+from forkrl.rewards.sandbox import bwrap_problem
+from forkrl.rewards.types import Sample
 
 PROBLEM = {
     "prompt": 'def pair_sums(xs: list) -> list:\n    """Sums of adjacent items: [1, 2, 3] -> [3, 5]."""\n',
@@ -348,7 +348,7 @@ V = "('list', [('int', '1e'), ('int', '32')])"  # [30, 50]: case 0's right answe
     (b"\xff\xfe\n", "violation"),
 ])
 def test_the_parent_accepts_only_what_the_honest_harness_writes(raw, outcome):
-    from rewards.code_verifier import Call, _Case, _ProtocolViolation, _records, _tally
+    from forkrl.rewards.code_verifier import Call, _Case, _ProtocolViolation, _records, _tally
 
     call = Call(None, [], {})
     cases = [_Case("a", True, call, lambda v: v == [30, 50]), _Case("b", True, call, lambda v: v == [])]

@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-import rewards.code_verifier as cv
-from rewards.code_verifier import Call, _Case, _NotLiteral, _ProtocolViolation
-from rewards.config import CodeRewardConfig
-from rewards.sandbox import RunResult
-from rewards.types import Sample, Score
+import forkrl.rewards.code_verifier as cv
+from forkrl.rewards.code_verifier import Call, _Case, _NotLiteral, _ProtocolViolation
+from forkrl.rewards.config import CodeRewardConfig
+from forkrl.rewards.sandbox import RunResult
+from forkrl.rewards.types import Sample, Score
 
 
 def _nest(make, depth: int, inner=0):

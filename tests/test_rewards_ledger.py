@@ -5,8 +5,8 @@ import itertools
 
 import pytest
 
-from rewards.ledger import Ledger
-from rewards.types import Score
+from forkrl.rewards.ledger import Ledger
+from forkrl.rewards.types import Score
 
 DEADLINE = 10.0
 

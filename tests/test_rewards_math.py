@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from rewards.config import MathRewardConfig
-from rewards.math_verifier import answers_equivalent, extract_answer, score_math
-from rewards.types import Sample
+from forkrl.rewards.config import MathRewardConfig
+from forkrl.rewards.math_verifier import answers_equivalent, extract_answer, score_math
+from forkrl.rewards.types import Sample
 
 MB = "x" * (1 << 20)
 

@@ -11,9 +11,9 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from rewards.config import MathRewardConfig
-from rewards.math_verifier import answers_equivalent, extract_answer_with_method, score_math
-from rewards.types import Sample
+from forkrl.rewards.config import MathRewardConfig
+from forkrl.rewards.math_verifier import answers_equivalent, extract_answer_with_method, score_math
+from forkrl.rewards.types import Sample
 
 CFG = MathRewardConfig(parse_timeout_s=1)  # sympy-hostile rows cost one budget, not three
 MB = "x" * (1 << 20)
@@ -436,7 +436,7 @@ def test_second_direction_skipped_once_budget_spent(monkeypatch, elapsed, verdic
 
     import math_verify
 
-    import rewards.math_verifier as mv
+    import forkrl.rewards.math_verifier as mv
 
     calls = []
     monkeypatch.setattr(math_verify, "verify", lambda *a, **k: calls.append(a) or len(calls) == 2)
@@ -448,7 +448,7 @@ def test_second_direction_skipped_once_budget_spent(monkeypatch, elapsed, verdic
 
 @pytest.mark.parametrize("gold", [None, float("nan"), "nan", "None", ""])
 def test_missing_gold_values(gold):
-    from rewards.math_verifier import _gold_answer
+    from forkrl.rewards.math_verifier import _gold_answer
 
     assert _gold_answer(gold, 1000, 1) == (None, "missing gold answer")
 

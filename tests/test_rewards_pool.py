@@ -11,9 +11,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from rewards.config import RewardConfig  # noqa: E402
-from rewards.pool import VerifierPool  # noqa: E402
-from rewards.types import Sample  # noqa: E402
+from forkrl.rewards.config import RewardConfig  # noqa: E402
+from forkrl.rewards.pool import VerifierPool  # noqa: E402
+from forkrl.rewards.types import Sample  # noqa: E402
 
 import test_rewards_userfns as fns  # noqa: E402  (tests/ is on sys.path: pytest rootdir mode)
 
@@ -22,7 +22,7 @@ TESTS = Path(__file__).parent
 
 @pytest.fixture(scope="module")
 def ray_local(tmp_path_factory):
-    path = os.pathsep.join([str(TESTS.parent), str(TESTS), *sys.path])  # workers import the test functions
+    path = os.pathsep.join([str(TESTS), *sys.path])  # workers import the test functions
     # the workers' own temp dir: sandbox dirs (and sweeps of them) stay inside what this module started
     tmpdir = str(tmp_path_factory.mktemp("pool_tmp"))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,

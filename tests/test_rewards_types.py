@@ -5,8 +5,8 @@ import pickle
 import pytest
 from pydantic import ValidationError
 
-from rewards.config import RewardConfig
-from rewards.types import Sample, Score
+from forkrl.rewards.config import RewardConfig
+from forkrl.rewards.types import Sample, Score
 
 
 def test_records_pickle_round_trip():

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from rewards.config import RewardConfig
-from rewards.types import Sample, Score
-from rewards.user_fn import load_function, to_score
-from rewards.verifier import Verifier
+from forkrl.rewards.config import RewardConfig
+from forkrl.rewards.types import Sample, Score
+from forkrl.rewards.user_fn import load_function, to_score
+from forkrl.rewards.verifier import Verifier
 
 HERE = __name__  # the import name pytest gave this module ("tests.test_rewards_userfns" or bare)
 

@@ -3,8 +3,8 @@ import pytest
 import ray
 import torch
 
-from actors.config import RolloutConfig
-from actors.rollout import RolloutGroup, RolloutWorker
+from forkrl.actors.config import RolloutConfig
+from forkrl.actors.rollout import RolloutGroup, RolloutWorker
 
 
 def flat_buckets(state: dict[str, torch.Tensor]):

@@ -4,8 +4,8 @@ import logging
 
 import torch
 
-from actors.config import RolloutConfig
-from actors.engines import warn_slow_cpu_dtype
+from forkrl.actors.config import RolloutConfig
+from forkrl.actors.engines import warn_slow_cpu_dtype
 
 
 def _cpu(monkeypatch, avx512_bf16: bool, amx: bool) -> None:
@@ -15,13 +15,13 @@ def _cpu(monkeypatch, avx512_bf16: bool, amx: bool) -> None:
 
 def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch, caplog):
     _cpu(monkeypatch, avx512_bf16=False, amx=False)
-    with caplog.at_level(logging.WARNING, logger="actors.engines"):
+    with caplog.at_level(logging.WARNING, logger="forkrl.actors.engines"):
         assert warn_slow_cpu_dtype(RolloutConfig(dtype="bfloat16")) is True
     assert "rollout.dtype=bfloat16 on a CPU without AVX512-BF16 or AMX" in caplog.text
 
 
 def test_no_warning_where_bf16_pays_or_is_not_asked_for(monkeypatch, caplog):
-    with caplog.at_level(logging.WARNING, logger="actors.engines"):
+    with caplog.at_level(logging.WARNING, logger="forkrl.actors.engines"):
         _cpu(monkeypatch, avx512_bf16=True, amx=False)
         assert warn_slow_cpu_dtype(RolloutConfig(dtype="bfloat16")) is False
         _cpu(monkeypatch, avx512_bf16=False, amx=True)

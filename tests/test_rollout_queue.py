@@ -3,7 +3,7 @@ Ray, no trainer): the order requests are submitted in, first and again after a r
 and what a checkpoint reads from the queue. Expected values are written out."""
 import pytest
 
-from orchestrator.rollout_queue import Request, RolloutQueue
+from forkrl.orchestrator.rollout_queue import Request, RolloutQueue
 
 
 class Roles:

@@ -1,9 +1,9 @@
 """orchestrator/samples.py: the scored-sample transcript (samples.jsonl) and the verdict fractions."""
 import json
 
-from common.episode import Episode
-from orchestrator.data import PromptRow
-from orchestrator.samples import SampleLog, read_samples, verdict_fractions, verdict_name
+from forkrl.common.episode import Episode
+from forkrl.orchestrator.data import PromptRow
+from forkrl.orchestrator.samples import SampleLog, read_samples, verdict_fractions, verdict_name
 
 
 def ep(prompt_id: str, sample: int, text: str, verdict: str, reward: float = 0.0) -> Episode:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from orchestrator.sampling import keep_mask_nonzero_variance, overlong_mask, overlong_penalty
+from forkrl.orchestrator.sampling import keep_mask_nonzero_variance, overlong_mask, overlong_penalty
 
 
 def test_keep_iff_some_but_not_all_correct():

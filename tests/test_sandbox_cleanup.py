@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rewards.sandbox import Limits, _remove_tree, bwrap_problem, run_python, sweep_stale_dirs
+from forkrl.rewards.sandbox import Limits, _remove_tree, bwrap_problem, run_python, sweep_stale_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,8 +43,8 @@ def _until(cond, timeout=15.0) -> bool:
 def _owner(isolation: str, mark: str, tmpdir: str | None = None) -> subprocess.Popen:
     """A verifier stand-in whose sandboxed program parks a marked process, then waits to be killed."""
     prog = f"import os\nos.execv('/bin/sh', ['sh', '-c', 'sleep 60; : {mark}'])"
-    code = f"from rewards.sandbox import *\nrun_python({prog!r}, '', Limits(wall_s=60, isolation={isolation!r}))"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = f"from forkrl.rewards.sandbox import *\nrun_python({prog!r}, '', Limits(wall_s=60, isolation={isolation!r}))"
+    env = dict(os.environ)
     if tmpdir:
         env["TMPDIR"] = tmpdir
     return subprocess.Popen([sys.executable, "-c", code], env=env)

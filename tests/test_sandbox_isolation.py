@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-import rewards.sandbox as sandbox
-from rewards.sandbox import Limits, SandboxUnavailable, run_python
+import forkrl.rewards.sandbox as sandbox
+from forkrl.rewards.sandbox import Limits, SandboxUnavailable, run_python
 
 needs_bwrap = pytest.mark.skipif(bool(sandbox.bwrap_problem()), reason="bubblewrap unavailable")
 L = Limits(wall_s=10, isolation="bwrap")
@@ -74,7 +74,7 @@ def test_the_root_file_system_is_read_only_and_tmp_is_capped():
 
 def test_fallback_is_logged_and_reported(monkeypatch, caplog):
     monkeypatch.setattr(sandbox, "bwrap_problem", lambda: "user namespaces refused (test)")
-    with caplog.at_level(logging.WARNING, logger="rewards.sandbox"):
+    with caplog.at_level(logging.WARNING, logger="forkrl.rewards.sandbox"):
         r = run_python("print('hi')", "", Limits(isolation="auto"))
     assert r.stdout == "hi\n" and r.isolation == "fallback"
     assert any("WEAKER isolation" in m and "refused (test)" in m for m in caplog.messages)

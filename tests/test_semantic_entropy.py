@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from orchestrator.semantic_entropy import curriculum_order, semantic_entropy
+from forkrl.orchestrator.semantic_entropy import curriculum_order, semantic_entropy
 
 eq = lambda a, b: a.strip() == b.strip()
 

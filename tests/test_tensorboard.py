@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from orchestrator.metrics import MetricsSink
+from forkrl.orchestrator.metrics import MetricsSink
 
 
 def test_tensorboard_events_hold_every_logged_scalar(tmp_path):

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from common.episode import Episode
-from orchestrator.config import load_config
-from orchestrator.data import PromptRow, PromptStream
-from orchestrator.rollout_queue import RolloutQueue
-from orchestrator.trainer import Trainer
+from forkrl.common.episode import Episode
+from forkrl.orchestrator.config import load_config
+from forkrl.orchestrator.data import PromptRow, PromptStream
+from forkrl.orchestrator.rollout_queue import RolloutQueue
+from forkrl.orchestrator.trainer import Trainer
 
 
 SAMPLE0 = 5000
@@ -203,13 +203,13 @@ def test_held_out_pass_at_k_beside_greedy_pass_at_1(tmp_path):
 
 
 def test_entropy_controller_moves_the_learners_coefficient_each_step(tmp_path):
-    from orchestrator.entropy_control import actuator_value
+    from forkrl.orchestrator.entropy_control import actuator_value
 
     trainer = make_trainer(tmp_path, "sync", 1, 2, "learner.loss={type: kl_cov, beta: 1.0}",
                            "algorithm.entropy_control={enabled: true, actuator: kl_cov_beta, target: 1.5, "
                            "bounds: [0.0, 4.0], kp: 0.5, ki: 0.1}", "eval.every_steps=0",
                            "checkpoint.every_steps=0", "trainer.steps=50", "logging.plot=false")
-    from orchestrator.entropy_control import EntropyController
+    from forkrl.orchestrator.entropy_control import EntropyController
 
     trainer.controller = EntropyController(trainer.cfg.algorithm.entropy_control, 1.0)
     trainer.metrics = SimpleNamespace(log=lambda step, m: logged.append(m))
@@ -250,7 +250,7 @@ def test_rows_keep_groups_together_for_the_packed_learner(tmp_path, packing, exp
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_steps_and_evaluations_keep_scored_samples_without_changing_the_run(tmp_path, mode):
-    from orchestrator.samples import read_samples
+    from forkrl.orchestrator.samples import read_samples
 
     quiet = make_trainer(tmp_path / "quiet", mode, 1, 2, "logging.sample_prompts=0")
     logged = make_trainer(tmp_path / "logged", mode, 1, 2, "logging.sample_prompts=1")

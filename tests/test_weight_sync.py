@@ -6,13 +6,13 @@ import pytest
 import ray
 import torch
 
-from actors.config import RolloutConfig
-from actors.rollout import RolloutGroup
-from learner.config import LearnerConfig
-from learner.group import LearnerGroup
-from orchestrator.batching import pack_batch
+from forkrl.actors.config import RolloutConfig
+from forkrl.actors.rollout import RolloutGroup
+from forkrl.learner.config import LearnerConfig
+from forkrl.learner.group import LearnerGroup
+from forkrl.orchestrator.batching import pack_batch
 from tiny_model import episode
-from orchestrator.weights import WeightPusher
+from forkrl.orchestrator.weights import WeightPusher
 
 pytestmark = pytest.mark.slow
 

@@ -62,7 +62,7 @@ def build_tiny_model(path: Path, vocab_size: int = 512, layers: int = 2, hidden:
 
 def episode(prompt_ids, response_ids, advantage=0.0, logprobs=None, version=0):
     """An Episode built by hand (a probe sequence for log-prob checks, a fake rollout output)."""
-    from common.episode import Episode
+    from forkrl.common.episode import Episode
 
     return Episode(prompt_index=0, sample_index=0, prompt_ids=list(prompt_ids), response_ids=list(response_ids),
                    logprobs=list(logprobs) if logprobs is not None else [0.0] * len(response_ids),
