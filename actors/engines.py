@@ -14,17 +14,17 @@ import torch
 from forkrl.actors.config import RolloutConfig
 from forkrl.common.episode import Episode
 from forkrl.actors.weight_receiver import WeightReceiverExtension
-from forkrl.common.weights import CollectiveReceiver, Plan, unpack_flats
+from forkrl.common.transport import Receiver, Transport
+from forkrl.common.transports import FALLBACK
+from forkrl.common.weights import Plan
 
 
 class Engine(Protocol):
     def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int,
                  temperature: float | None = None) -> list[Episode]: ...
     def prompt_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[list[float]]: ...
-    def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int, backend: str,
-                          timeout_s: float = 600.0) -> int: ...
-    def receive_broadcast(self, plan: Plan) -> int: ...
-    def load_flat_buckets(self, plan: Plan, flats: list[torch.Tensor]) -> int: ...
+    def open_weight_receiver(self, link: Transport, first_rank: int) -> int: ...
+    def receive_weights(self, transport: str, plan: Plan, payload: list) -> int: ...
 
 
 class VLLMEngine:
@@ -54,6 +54,7 @@ class VLLMEngine:
             worker_extension_cls=f"{WeightReceiverExtension.__module__}.{WeightReceiverExtension.__qualname__}",
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.open_weight_receiver(FALLBACK(), first_rank=1)  # a fresh engine receives by the object store
 
     def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int,
                  temperature: float | None = None) -> list[Episode]:
@@ -84,28 +85,22 @@ class VLLMEngine:
             res.append([d[t].logprob for t, d in zip(s[1:], out.prompt_logprobs[1:])])
         return res
 
-    def init_weight_group(self, host, port, rank_offset, world_size, backend, timeout_s=600.0) -> int:
-        """Every engine worker joins the weight group (ranks rank_offset..); returns how many joined.
-        `timeout_s` (learner.weight_sync.timeout_s) bounds the rendezvous and each broadcast; its
-        default only serves callers that do not pass it yet."""
-        return len(self.llm.collective_rpc("forkrl_init_weight_group",
-                                           args=(host, port, rank_offset, world_size, backend, timeout_s)))
+    def open_weight_receiver(self, link: Transport, first_rank: int) -> int:
+        """Every engine worker builds its end of `link` (receiver ranks first_rank..); returns how
+        many did. A streaming link (the broadcast group) returns once the sender has joined too."""
+        return len(self.llm.collective_rpc("forkrl_open_weight_receiver", args=(link, first_rank)))
 
-    def receive_broadcast(self, plan: Plan) -> int:
-        n = self.llm.collective_rpc("forkrl_receive_broadcast", args=(plan,))[0]
+    def receive_weights(self, transport: str, plan: Plan, payload: list) -> int:
+        """Load one push over the `transport` link opened last."""
+        n = self.llm.collective_rpc("forkrl_receive_weights", args=(transport, plan, payload))[0]
         self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
-        return n
-
-    def load_flat_buckets(self, plan: Plan, flats: list[torch.Tensor]) -> int:
-        n = self.llm.collective_rpc("forkrl_load_flat_buckets", args=(plan, flats))[0]
-        self.llm.reset_prefix_cache()
         return n
 
 
 class HFEngine:
     """transformers.generate with the same outputs; slow, but independent of vLLM's kernels."""
 
-    def __init__(self, cfg: RolloutConfig, model_path: str, seed: int = 0):
+    def __init__(self, cfg: RolloutConfig, model_path: str):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.cfg = cfg
@@ -113,7 +108,8 @@ class HFEngine:
         self.device = torch.device("cuda" if cfg.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu")
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self._receiver: CollectiveReceiver | None = None
+        # By transport name; a fresh engine receives by the object store.
+        self._receivers: dict[str, Receiver] = {FALLBACK.name: FALLBACK().receiver(1, self.device)}
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int,
@@ -167,16 +163,12 @@ class HFEngine:
             numel += t.numel()
         return numel
 
-    def init_weight_group(self, host, port, rank_offset, world_size, backend, timeout_s=600.0) -> int:
-        self._receiver = CollectiveReceiver(host, port, rank_offset, world_size, backend, timeout_s,
-                                            self.device)
+    def open_weight_receiver(self, link: Transport, first_rank: int) -> int:
+        self._receivers[link.name] = link.receiver(first_rank, self.device)
         return 1
 
-    def receive_broadcast(self, plan: Plan) -> int:
-        return self._load(self._receiver.receive(plan))
-
-    def load_flat_buckets(self, plan: Plan, flats: list[torch.Tensor]) -> int:
-        return self._load(unpack_flats(plan, flats, self.device))
+    def receive_weights(self, transport: str, plan: Plan, payload: list) -> int:
+        return self._load(self._receivers[transport].receive(plan, payload))
 
 
 CPU_BLOCK_SIZE = 32
@@ -218,4 +210,5 @@ def cpu_scheduling_args(cfg: RolloutConfig) -> dict:
 
 
 def make_engine(cfg: RolloutConfig, model_path: str, seed: int) -> Engine:
-    return VLLMEngine(cfg, model_path, seed) if cfg.backend == "vllm" else HFEngine(cfg, model_path, seed)
+    """`seed` seeds vLLM's engine; the HF engine seeds each request's sampling from its own seed."""
+    return VLLMEngine(cfg, model_path, seed) if cfg.backend == "vllm" else HFEngine(cfg, model_path)

@@ -1,10 +1,11 @@
 """Rollout actors: a thin Ray shell around one engine each, plus the group that places and feeds them.
 
 `RolloutWorker` is the plain core (tests drive it without Ray); `RolloutGroup` owns the placement
-group, splits a request's prompts across actors and returns Episodes tagged with the weight version
-each engine held when it ran the request. `submit` returns at once (async mode keeps requests in
-flight while the learner trains); `collect` waits for one. Ray runs an actor's tasks in submit order,
-so a weight load submitted after a request runs after it: a request never mixes two versions.
+group, splits a request's prompts across actors and returns a `Generated` record: the Episodes, tagged
+with the weight version each engine held when it ran the request, and what they cost. `submit`
+returns at once (async mode keeps requests in flight while the learner trains); `collect` waits for
+one. Ray runs an actor's tasks in submit order, so a weight load submitted after a request runs after
+it: a request never mixes two versions.
 """
 from __future__ import annotations
 
@@ -18,14 +19,30 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from forkrl.actors.config import RolloutConfig
 from forkrl.actors.engines import make_engine
+from forkrl.common.episode import Episode
+from forkrl.common.transport import Transport
 from forkrl.common.weights import Plan
+
+
+@dataclass
+class Generated:
+    """What a generation request produced: its Episodes in prompt order and what they cost."""
+
+    episodes: list[Episode]
+    seconds: float
+    """Wall time of the request: the slowest actor's generation seconds."""
+    busy_seconds: float
+    """Generation seconds summed over the actors that ran a slice of it."""
+    tokens: int
+    """Response tokens generated."""
 
 
 class RolloutWorker:
     def __init__(self, cfg: RolloutConfig, model_path: str, actor_index: int = 0):
         self.cfg = cfg
         self.actor_index = actor_index
-        self.engine = make_engine(cfg, model_path, seed=cfg.seed + actor_index)
+        # vLLM's engine-wide seed; every request carries its own sampling seed, which overrides it
+        self.engine = make_engine(cfg, model_path, seed=actor_index)
         # Which policy version this engine holds: a fact about its weights, set only by a load. The
         # version counter itself belongs to the orchestrator's WeightPusher.
         self.weight_version = 0
@@ -40,31 +57,25 @@ class RolloutWorker:
         return torch.get_num_threads()
 
     def generate(self, prompts: Sequence[Sequence[int]], seed: int, n: int | None = None,
-                 temperature: float | None = None) -> dict:
+                 temperature: float | None = None) -> Generated:
         t0 = time.perf_counter()
         episodes = self.engine.generate(prompts, n or self.cfg.samples_per_prompt, seed, temperature)
         for ep in episodes:
             ep.weight_version = self.weight_version
         dt = time.perf_counter() - t0
-        return {"episodes": episodes, "seconds": dt, "tokens": sum(len(e.response_ids) for e in episodes)}
+        return Generated(episodes, dt, dt, sum(len(e.response_ids) for e in episodes))
 
     def prompt_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[list[float]]:
         return self.engine.prompt_logprobs(seqs)
 
-    def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int, backend: str,
-                          timeout_s: float) -> int:
-        return self.engine.init_weight_group(host, port, rank_offset, world_size, backend, timeout_s)
+    def open_weight_receiver(self, link: Transport, first_rank: int) -> int:
+        return self.engine.open_weight_receiver(link, first_rank)
 
-    def receive_broadcast(self, plan: Plan, version: int) -> dict:
+    def receive_weights(self, plan: Plan, version: int, transport: str, *payload) -> dict:
+        """Load one push (over the `transport` link opened last) as `version`. The payload arrives as
+        separate task arguments, so Ray has fetched any object ref in it onto this node already."""
         t0 = time.perf_counter()
-        n = self.engine.receive_broadcast(plan)
-        self.weight_version = version
-        return {"numel": n, "seconds": time.perf_counter() - t0}
-
-    def load_from_object_store(self, plan: Plan, flat_refs: list, version: int) -> dict:
-        t0 = time.perf_counter()
-        flats = ray.get(list(flat_refs))
-        n = self.engine.load_flat_buckets(plan, flats)
+        n = self.engine.receive_weights(transport, plan, list(payload))
         self.weight_version = version
         return {"numel": n, "seconds": time.perf_counter() - t0}
 
@@ -144,43 +155,38 @@ class RolloutGroup:
         return PendingRequest(refs, [bounds[i] for i in range(k) if bounds[i + 1] > bounds[i]])
 
     @staticmethod
-    def collect(request: PendingRequest) -> dict:
-        """Wait for a request: {"episodes" (prompt order), "seconds" (slowest actor), "busy_seconds"
-        (summed over actors), "tokens"}. A dead actor raises Ray's RayActorError here."""
-        episodes, secs, busy, toks = [], 0.0, 0.0, 0
-        for start, res in zip(request.starts, ray.get(request.refs)):
-            for ep in res["episodes"]:
+    def collect(request: PendingRequest) -> Generated:
+        """Wait for a request: the actors' slices joined in prompt order (each slice's prompt_index
+        shifted to the request's numbering). A dead actor raises Ray's RayActorError here."""
+        parts: list[Generated] = ray.get(request.refs)
+        for start, part in zip(request.starts, parts):
+            for ep in part.episodes:
                 ep.prompt_index += start
-                episodes.append(ep)
-            secs = max(secs, res["seconds"])
-            busy += res["seconds"]
-            toks += res["tokens"]
-        return {"episodes": episodes, "seconds": secs, "busy_seconds": busy, "tokens": toks}
+        return Generated([ep for part in parts for ep in part.episodes], max((p.seconds for p in parts), default=0.0),
+                         sum(p.busy_seconds for p in parts), sum(p.tokens for p in parts))
 
     def generate(self, prompts: Sequence[Sequence[int]], seed: int, n: int | None = None,
-                 temperature: float | None = None) -> dict:
+                 temperature: float | None = None) -> Generated:
         """submit + collect: Episodes in prompt order."""
         return self.collect(self.submit(prompts, seed, n, temperature))
 
-    def init_weight_group_refs(self, host: str, port: int, backend: str, timeout_s: float) -> list:
-        """Receivers join as ranks 1..R (the learner is rank 0); the caller waits with the learner's ref."""
-        world = 1 + self.num_receiver_ranks
+    def open_weight_receivers(self, link: Transport) -> list:
+        """Every engine worker builds its end of `link` as receiver ranks 1..R (the learner is rank 0).
+        Returns the refs: the caller waits with the sender's (a broadcast group forms only with it)."""
         tp = self.cfg.tensor_parallel_size
-        return [a.init_weight_group.remote(host, port, 1 + i * tp, world, backend, timeout_s)
-                for i, a in enumerate(self.actors)]
+        return [a.open_weight_receiver.remote(link, 1 + i * tp) for i, a in enumerate(self.actors)]
 
-    def receive_broadcast_refs(self, plan: Plan, version: int) -> list:
-        return [a.receive_broadcast.remote(plan, version) for a in self.actors]
-
-    def load_from_object_store_refs(self, plan: Plan, flat_refs: list, version: int, actors=None) -> list:
-        """Submit the load to every actor (or `actors`) and return their refs without waiting: each
-        runs after the actor's tasks submitted before it (its in-flight generation)."""
+    def receive_weights_refs(self, plan: Plan, version: int, transport: str, payload: list,
+                             actors=None) -> list:
+        """Submit one push's receive to every actor (or `actors`) and return their refs without
+        waiting: each runs after the actor's tasks submitted before it (its in-flight generation).
+        Each actor fetches the payload's object refs itself (task arguments), not the caller."""
         targets = self.actors if actors is None else actors
-        # Refs nested in a list are passed as refs (not resolved here): each actor pulls the buckets itself.
-        return [a.load_from_object_store.remote(plan, list(flat_refs), version) for a in targets]
+        return [a.receive_weights.remote(plan, version, transport, *payload) for a in targets]
 
-    def load_from_object_store(self, plan: Plan, flat_refs: list, version: int, actors=None) -> list[dict]:
-        return ray.get(self.load_from_object_store_refs(plan, flat_refs, version, actors))
+    def receive_weights(self, plan: Plan, version: int, transport: str, payload: list,
+                        actors=None) -> list[dict]:
+        return ray.get(self.receive_weights_refs(plan, version, transport, payload, actors))
 
     def prompt_logprobs(self, seqs: Sequence[Sequence[int]], actor: int = 0) -> list[list[float]]:
         return ray.get(self.actors[actor].prompt_logprobs.remote(seqs))

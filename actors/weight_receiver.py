@@ -1,8 +1,9 @@
 """vLLM's end of the weight push: the worker extension that receives buckets and loads them.
 
-The wire format and the transports' receivers live in `common.weights` (shared with the learner's
-sender, so the two ends cannot drift); this module only adapts them to vLLM: it joins the weight group
-from every engine worker and loads the received tensors with vLLM's own `load_weights`. It is imported
+The wire format (`common.weights`) and the transports' receivers (`common.transport_*`) are shared with
+the learner's sender, so the two ends cannot drift; this module only adapts them to vLLM: every engine
+worker builds its end of the link it is given (whatever the transport) and loads the received tensors
+with vLLM's own `load_weights`. It is imported
 inside vLLM worker processes through `worker_extension_cls`, so it stays free of Ray and of the roles.
 """
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Iterable
 
 import torch
 
-from forkrl.common.weights import CollectiveReceiver, Plan, unpack_flats
+from forkrl.common.transport import Transport
+from forkrl.common.weights import Plan
 
 
 class WeightReceiverExtension:
@@ -22,11 +24,12 @@ class WeightReceiverExtension:
     `self.rank` and `self.device` are vLLM's `WorkerBase` attributes (set before any RPC arrives).
     """
 
-    def forkrl_init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int,
-                                 backend: str, timeout_s: float) -> int:
-        rank = rank_offset + self.rank
-        self._forkrl_receiver = CollectiveReceiver(host, port, rank, world_size, backend, timeout_s,
-                                                   self.device)
+    def forkrl_open_weight_receiver(self, link: Transport, first_rank: int) -> int:
+        """This worker's end of `link`, as receiver rank first_rank + its tensor-parallel rank."""
+        rank = first_rank + self.rank
+        # By transport name (a mixin has no __init__ of its own: the dict starts with the first link).
+        # A receiver is dropped only when a link of its kind opens again, as the sender's.
+        self.__dict__.setdefault("_forkrl_receivers", {})[link.name] = link.receiver(rank, self.device)
         return rank
 
     def _forkrl_reload(self, pairs: Iterable[tuple[str, torch.Tensor]]) -> int:
@@ -46,11 +49,8 @@ class WeightReceiverExtension:
             layer.quant_method.process_weights_after_loading(layer)
         return count[0]
 
-    def forkrl_receive_broadcast(self, plan: Plan) -> int:
-        return self._forkrl_reload(self._forkrl_receiver.receive(plan))
-
-    def forkrl_load_flat_buckets(self, plan: Plan, flats: list[torch.Tensor]) -> int:
-        return self._forkrl_reload(unpack_flats(plan, flats, self.device))
+    def forkrl_receive_weights(self, transport: str, plan: Plan, payload: list) -> int:
+        return self._forkrl_reload(self._forkrl_receivers[transport].receive(plan, payload))
 
 
 def _cpu_packed_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

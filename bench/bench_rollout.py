@@ -63,7 +63,7 @@ def main() -> None:
     def run_ours(seed: int) -> tuple[int, float]:
         t0 = time.perf_counter()  # driver wall time: includes Ray dispatch and result transfer
         res = group.generate(prompts, seed=seed)
-        return res["tokens"], time.perf_counter() - t0
+        return res.tokens, time.perf_counter() - t0
 
     runners = [(f"bare {dt}", bare_runner(dt)) for dt in args.dtypes] + [(f"ours {args.dtypes[0]}", run_ours)]
     for _, fn in runners:  # warm-up

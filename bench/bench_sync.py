@@ -1,4 +1,5 @@
-"""Weight push learner -> rollout engine: seconds and GB/s per transport, the same model, one run.
+"""Weight push learner -> rollout engine: seconds and GB/s per transport (common.transports), the same
+model, one run.
 
     python bench/bench_sync.py [--model DIR] [--reps 3]
 """
@@ -20,6 +21,7 @@ def main() -> None:
 
     from forkrl.actors.config import RolloutConfig
     from forkrl.actors.rollout import RolloutGroup
+    from forkrl.common.transports import TRANSPORTS
     from forkrl.learner.config import LearnerConfig
     from forkrl.learner.group import LearnerGroup
     from forkrl.orchestrator.weights import WeightPusher
@@ -27,7 +29,7 @@ def main() -> None:
     model = bench_model(args.model)
     ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
     rollout = RolloutGroup(RolloutConfig(kv_cache_gb=0.5, max_model_len=512), model)
-    for transport in ("collective", "object_store"):
+    for transport in TRANSPORTS:  # every transport there is, a new one included
         lcfg = LearnerConfig(weight_sync={"transport": transport})
         learner = LearnerGroup(lcfg, model)
         pusher = WeightPusher(learner, rollout, lcfg.weight_sync, lcfg.resolve_sync_backend())

@@ -25,7 +25,7 @@ Each part is checked, and its figures printed and written to OUT/gpu_check.json:
   profile    (--profile) torch.profiler over one train step: CPU-side and CUDA-side totals, kernel
              launches, the top operators by CPU time.
   engine     HF generate, 8 prompts x 8 samples, `--max-new-tokens`: seconds, tokens/s.
-  push       the object-store path's bucket format (learner flats -> engine.load_flat_buckets)
+  push       the object-store path's bucket format (learner flats -> the engine's object-store receiver)
              into an engine first filled with NaN: its weights then equal the learner's bit for
              bit, and it received the plan's element count.
   agreement  the engine's sampling log-probs against the learner's log-probs of the same tokens
@@ -129,34 +129,33 @@ def engine_child(model: str, dtype: str, host: str, port: int, backend: str, pla
 
         from forkrl.actors.config import RolloutConfig
         from forkrl.actors.engines import HFEngine
+        from forkrl.common.transport_collective import Collective
 
         engine = HFEngine(RolloutConfig(backend="hf", gpus_per_actor=1 if torch.cuda.is_available() else 0,
                                         dtype=dtype), model)
         poison(engine.model)
-        engine.init_weight_group(host, port, 1, 2, backend, timeout_s=60.0)
-        numel = engine.receive_broadcast(plan)
+        engine.open_weight_receiver(Collective(host, port, 2, backend, 60.0), first_rank=1)
+        numel = engine.receive_weights(Collective.name, plan, [])
         queue.put({"numel": numel, "checksums": checksums(engine.model.named_parameters())})
     except Exception as e:  # noqa: BLE001 (sent to the parent, which records it)
         queue.put({"error": f"{type(e).__name__}: {e}"})
 
 
 def collective_push(worker, model: str, dtype: str, backend: str) -> dict:
-    """The learner's broadcast_weights to an engine in a spawned process over a fresh weight group."""
+    """The learner's collective push to an engine in a spawned process over a fresh weight group."""
     from forkrl.common import weights
-    from forkrl.learner.worker import free_port
+    from forkrl.common.transport_collective import Collective
+    from forkrl.learner.engine_setup import free_port
 
     port = free_port()
-    # A fresh sender over the named backend (the worker reads its backend from its config).
-    worker.cfg = worker.cfg.model_copy(update={"weight_sync": worker.cfg.weight_sync.model_copy(
-        update={"backend": backend})})
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     child = ctx.Process(target=engine_child, args=(model, dtype, "127.0.0.1", port, backend,
                                                    worker.weight_plan(), queue))
     child.start()
     try:
-        worker.init_weight_group("127.0.0.1", port, 2)
-        sent = worker.broadcast_weights()
+        worker.open_weight_sender(Collective("127.0.0.1", port, 2, backend, 60.0))  # a fresh group
+        sent = worker.send_weights(Collective.name)
         got = queue.get(timeout=120)
     finally:
         child.join(timeout=30)
@@ -200,6 +199,7 @@ def main() -> None:
     from bench_learner import make_batch
     from benchlib import arithmetic_prompt_ids
     from forkrl.common import weights
+    from forkrl.common.transport_object_store import ObjectStore
     from forkrl.learner.config import LearnerConfig
     from forkrl.learner.worker import LearnerWorker
     from forkrl.orchestrator.batching import pack_batch
@@ -335,7 +335,7 @@ def main() -> None:
         t = time.perf_counter()
         poison(eng.model)
         flats = list(worker.weight_flats())
-        numel = eng.load_flat_buckets(plan, flats)
+        numel = eng.receive_weights(ObjectStore.name, plan, flats)  # a fresh engine's receiver
         if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t

@@ -1,10 +1,11 @@
 """One sampled response, end to end: the record every role fills in turn.
 
 The rollout engine creates an `Episode` (token ids, sampling log-probs, finish reason, the weight
-version that generated it); the orchestrator stamps the prompt's id, copies the verifier's verdict
-into it and writes its advantage; packing turns Episodes into the learner's TrainBatch, keeping
-each row's weight version. A `Group` is the G Episodes of one prompt: advantages are normalised
-within it. Plain data on purpose (no torch, no Ray): it pickles across Ray and tests build it by hand.
+version that generated it); the orchestrator stamps the prompt's id, the verifier boundary
+(rewards.types.record_scores) copies the verdict into it, and the orchestrator writes its advantage;
+packing turns Episodes into the learner's TrainBatch, keeping each row's weight version. A `Group` is
+the G Episodes of one prompt: advantages are normalised within it. Plain data on purpose (no torch,
+no Ray): it pickles across Ray and tests build it by hand.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The weight push's wire format and both ends of its transports, written once for learner and engines.
+"""The weight push's wire format, written once for learner and engines.
 
 Format. A plan is `list[bucket]`, bucket = `list[(hf_name, dtype_str, shape)]`: same-dtype parameters
 (the dtype they travel in: their own, or the wire dtype the plan was made with) under HF `state_dict()`
@@ -8,22 +8,17 @@ learner computes the plan once per run; on the wire each bucket is ONE flat cont
 `pack_bucket` on the sender (casting to the bucket's dtype), `unpack_bucket` (size- and dtype-checked)
 on the receiver.
 
-Transports, each a sender and a receiver:
-  * collective: a standalone process group (`create_weight_group`: rank 0 = learner rank 0 hosts the
-    TCPStore, receivers are ranks 1..world_size-1; gloo or NCCL; `timeout_s` bounds the rendezvous
-    and every broadcast on both ends). `CollectiveSender.send(flats)` broadcasts the buckets in plan
-    order; `CollectiveReceiver.receive(plan)` yields (name, tensor) as they arrive.
-  * object store: the sender `ray.put`s one `pack_bucket` flat per bucket, in plan order; the receiver
-    `ray.get`s that list and `unpack_flats(plan, flats)` yields (name, tensor).
+`unpack_flats(plan, flats)` is the receiving end of a push that hands over the flats themselves. How
+the flats travel is a transport's job (`common.transport` names the interface, `common.transports` the
+ones there are).
 
-This module imports no forkrl role and no Ray: the receiver half runs inside vLLM worker processes
-(`worker_extension_cls`). It does not decide when to push, count weight versions, or load into an
-engine.
+This module imports no forkrl role and no Ray: it runs inside vLLM worker processes too
+(`worker_extension_cls`). It does not move tensors, decide when to push, count weight versions, or load
+into an engine.
 """
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 from typing import Iterable, Iterator, Optional
 
 import torch
@@ -118,7 +113,6 @@ def unpack_bucket(flat: torch.Tensor, bucket: Bucket) -> list[tuple[str, torch.T
     return out
 
 
-# ---- object-store transport (receiver half; the sender ray.puts pack_bucket's flats) -------------
 def unpack_flats(plan: Plan, flats: list[torch.Tensor], device: torch.device | str = "cpu"
                  ) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) of every bucket, from the object store's list of flats (plan order)."""
@@ -126,68 +120,3 @@ def unpack_flats(plan: Plan, flats: list[torch.Tensor], device: torch.device | s
         raise ValueError(f"plan has {len(plan)} buckets, received {len(flats)} flats")
     for bucket, flat in zip(plan, flats):
         yield from unpack_bucket(flat.to(device), bucket)
-
-
-# ---- collective transport -----------------------------------------------------------------------
-def create_weight_group(master_addr: str, master_port: int, rank: int, world_size: int,
-                        backend: str, timeout_s: float):
-    """A standalone process group (not torch.distributed's default one, which DeepSpeed and vLLM own).
-
-    Rank 0 hosts the TCPStore. Every rank calls this; it returns once all ranks joined, or raises
-    after `timeout_s`, which also bounds each later broadcast (gloo and NCCL alike).
-    """
-    import torch.distributed as dist
-
-    timeout = timedelta(seconds=timeout_s)
-    # The returned group holds the store (and rank 0's server) alive; nobody else needs a handle.
-    store = dist.TCPStore(master_addr, int(master_port), world_size, is_master=(rank == 0),
-                          timeout=timeout)
-    if backend == "gloo":
-        return dist.ProcessGroupGloo(store, rank, world_size, timeout)
-    if backend == "nccl":
-        opts = dist.ProcessGroupNCCL.Options()
-        opts._timeout = timeout  # the NCCL group's only timeout setting (its default is 10-30 min)
-        return dist.ProcessGroupNCCL(store, rank, world_size, opts)
-    raise ValueError(f"unknown weight-sync backend {backend!r}")
-
-
-def _broadcast_from_0(pg, tensor: torch.Tensor) -> None:
-    import torch.distributed as dist
-
-    opts = dist.BroadcastOptions()
-    opts.rootRank = 0
-    opts.rootTensor = 0
-    pg.broadcast([tensor], opts).wait()
-
-
-class CollectiveSender:
-    """Rank 0 of the weight group (learner rank 0). Construction blocks until every receiver joined."""
-
-    def __init__(self, master_addr: str, master_port: int, world_size: int, backend: str,
-                 timeout_s: float) -> None:
-        self.pg = create_weight_group(master_addr, master_port, 0, world_size, backend, timeout_s)
-
-    def send(self, flats: Iterable[torch.Tensor]) -> int:
-        """Broadcast each bucket's flat tensor, in plan order; returns the bytes sent."""
-        total = 0
-        for flat in flats:
-            _broadcast_from_0(self.pg, flat)
-            total += flat.numel() * flat.element_size()
-        return total
-
-
-class CollectiveReceiver:
-    """One receiver rank (1..world_size-1) of the weight group; tensors land on `device`."""
-
-    def __init__(self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str,
-                 timeout_s: float, device: torch.device | str = "cpu") -> None:
-        self.pg = create_weight_group(master_addr, master_port, rank, world_size, backend, timeout_s)
-        self.device = device
-
-    def receive(self, plan: Plan) -> Iterator[tuple[str, torch.Tensor]]:
-        """(name, tensor) of one push, bucket by bucket (one flat in memory at a time; the tensors
-        are views of it). Consume it to the end: the sender waits for every bucket's broadcast."""
-        for bucket in plan:
-            flat = torch.empty(bucket_numel(bucket), dtype=str_dtype(bucket[0][1]), device=self.device)
-            _broadcast_from_0(self.pg, flat)
-            yield from unpack_bucket(flat, bucket)

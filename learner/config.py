@@ -1,7 +1,7 @@
 """The learner's config section: DeepSpeed group shape, optimisation, loss, weight push.
 
 Validators only validate. Deriving values (the DeepSpeed config dict, "auto" dtype) is a separate,
-visible step: `resolve_dtype()` and `learner.worker.deepspeed_config()`.
+visible step: `resolve_dtype()` and `learner.engine_setup.deepspeed_config()`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ from forkrl.learner.loss_config import PolicyLossConfig, PPOClipLoss
 
 
 class WeightSyncConfig(BaseModel):
-    """How the learner pushes new weights to the rollout engines."""
+    """How the learner pushes new weights to the rollout engines.
+
+    `transport` names one of `common.transports.TRANSPORTS` (a test keeps the two lists equal).
+    `backend` and `timeout_s` are the collective's (the object store needs neither) but stay valid
+    under any transport: `orchestrator.config` checks `backend` whatever the transport, and a recipe
+    switching transports by one override still loads. Hence one flat section, not a tagged union of
+    one class per transport; the first transport with options of its own is the time to make it one."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -21,7 +27,8 @@ class WeightSyncConfig(BaseModel):
         "collective",
         description="'collective': a broadcast group spanning learner rank 0 and the engines' "
         "workers (gloo on CPU, NCCL on GPU). 'object_store': one ray.put per bucket; receivers "
-        "ray.get them (no extra process group; slower, simplest).",
+        "fetch them (no extra process group; slower, simplest). When the collective link cannot "
+        "form or a push over it fails, pushes go through the object store for the rest of the run.",
     )
     bucket_mb: float = Field(
         256, gt=0, description="Maximum size of one flat bucket of same-dtype parameters, in MiB."
@@ -58,7 +65,7 @@ class LearnerConfig(BaseModel):
         "auto",
         description="Elements per ZeRO gradient-reduce and all-gather bucket (DeepSpeed's "
         "reduce_bucket_size / allgather_bucket_size). 'auto' sizes them to the model (see "
-        "learner.worker.zero_bucket_size): DeepSpeed's default of 5e8 elements keeps a reduce buffer "
+        "learner.engine_setup.zero_bucket_size): DeepSpeed's default of 5e8 elements keeps a reduce buffer "
         "larger than a small model's whole gradient. 500000000 restores DeepSpeed's default.")
     lr: float = Field(1e-6, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
@@ -118,6 +125,11 @@ class LearnerConfig(BaseModel):
         "the TrainBatch are used as they are. The sampler's log-probs are never used as old "
         "log-probs: loss.tis corrects the gap between the two policies.",
     )
+    mechanism_every: int = Field(
+        0, ge=0, description="Every N train steps, measure the entropy mechanism on that step's batch: "
+        "one no-grad forward pass before the first optimizer step and one after the last give the "
+        "entropy change beside cov(log-prob, advantage) (learner/mechanism.py; train/mechanism_*). "
+        "0 = off. Costs two extra forward passes on the steps it runs.")
     ref_model: bool = Field(
         False,
         description="Load a frozen reference copy of the initial model and compute reference "

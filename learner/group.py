@@ -1,15 +1,36 @@
-"""The learner group: placement of one `LearnerActor` per rank and typed fan-out to them.
+"""The learner group: placement of one `LearnerActor` per rank and every fan-out to them.
 
 It owns the placement group (unless handed one), starts the ranks, slices each train batch before
-`ray.put` so a rank receives only its shard, and returns plain results. What it does not do: decide
-when to train or push (the orchestrator's loop), or talk to rollout actors directly.
+`ray.put` so a rank receives only its shard, calls every rank for what is a collective (train steps,
+log-probs, checkpoints, the HF export, the weight push's learner end), and returns plain results.
+What it does not do: decide when to train, save or push (the orchestrator's loop), move checkpoint
+files between nodes (orchestrator.placement hands each rank its directory), or talk to rollout
+actors directly.
 """
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence, Union
 
+from forkrl.common.transport import Transport
 from forkrl.learner.config import LearnerConfig
 from forkrl.learner.types import TrainBatch
+
+
+RankDirs = Union[str, Path, Sequence[str]]
+
+
+def rank_dirs(directory: RankDirs, num_ranks: int) -> list[str]:
+    """Each rank's directory: one path for all (one node, or a filesystem every rank shares), or one
+    per rank, rank order (on a multi-node cluster the orchestrator hands ranks off its own node a
+    staging dir there and relays the files: orchestrator.placement)."""
+    if isinstance(directory, (str, Path)):
+        return [str(directory)] * num_ranks
+    dirs = [str(d) for d in directory]
+    if len(dirs) != num_ranks:
+        raise ValueError(f"{len(dirs)} checkpoint directories for {num_ranks} learner ranks: give one "
+                         "directory for all ranks or one per rank")
+    return dirs
 
 
 class LearnerGroup:
@@ -21,7 +42,7 @@ class LearnerGroup:
         from ray.util.placement_group import placement_group as make_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        from forkrl.learner.worker import LearnerActor
+        from forkrl.learner.actor import LearnerActor
 
         self.cfg, self.num_ranks = cfg, cfg.num_ranks
         self._owns_pg = placement_group is None
@@ -57,13 +78,14 @@ class LearnerGroup:
             raise
 
     # ---- training ----------------------------------------------------------------------------
-    def train_step(self, batch: TrainBatch) -> dict[str, float]:
-        """Shard by tokens (per global mini-batch), train on every rank, return global metrics."""
+    def train_step(self, batch: TrainBatch, measure_mechanism: bool = False) -> dict[str, float]:
+        """Shard by tokens (per global mini-batch), train on every rank, return global metrics
+        (`measure_mechanism`: LearnerWorker.train_step's entropy-mechanism passes, on every rank)."""
         import ray
 
         shards = batch.shard(self.num_ranks, self.cfg.mini_batches)
         g_tok, g_seq = float(batch.num_loss_tokens), float(batch.num_loss_seqs)
-        results = ray.get([a.train_step.remote(ray.put(s), g_tok, g_seq)
+        results = ray.get([a.train_step.remote(ray.put(s), g_tok, g_seq, measure_mechanism)
                            for a, s in zip(self.actors, shards)])
         # Every rank returns the same all-reduced metrics except its own wall time: take the slowest.
         out = dict(results[0])
@@ -86,21 +108,29 @@ class LearnerGroup:
         return out
 
     # ---- checkpoints -------------------------------------------------------------------------
-    def save_checkpoint(self, directory: str, tag: str = "learner") -> None:
-        """DeepSpeed checkpoint (model, optimizer, scheduler) of every rank into `directory`."""
+    def save_checkpoint(self, directory: RankDirs, tag: str = "learner") -> None:
+        """DeepSpeed checkpoint (model, optimizer, scheduler, step count, loss RNG) of every rank, all
+        at once (saving is a collective). `directory`: see `rank_dirs`."""
         import ray
 
-        ray.get([a.save_checkpoint.remote(str(directory), tag) for a in self.actors])
+        dirs = rank_dirs(directory, self.num_ranks)
+        ray.get([a.save_checkpoint.remote(d, tag) for a, d in zip(self.actors, dirs)])
 
-    def load_checkpoint(self, directory: str, tag: str = "learner") -> None:
+    def load_checkpoint(self, directory: RankDirs, tag: str = "learner") -> None:
+        """Every rank loads `tag`. Each rank's directory must hold the WHOLE checkpoint (DeepSpeed's
+        ZeRO loader reads every rank's optimizer shard), not only what that rank saved."""
         import ray
 
-        ray.get([a.load_checkpoint.remote(str(directory), tag) for a in self.actors])
+        dirs = rank_dirs(directory, self.num_ranks)
+        ray.get([a.load_checkpoint.remote(d, tag) for a, d in zip(self.actors, dirs)])
 
-    def save_hf(self, directory: str) -> None:
+    def save_hf(self, directory: RankDirs) -> None:
+        """Plain HF model dir, written by rank 0 (into its directory); every rank takes part, as under
+        ZeRO-3 the full parameters are gathered from all of them."""
         import ray
 
-        ray.get([a.save_hf.remote(str(directory)) for a in self.actors])
+        dirs = rank_dirs(directory, self.num_ranks)
+        ray.get([a.save_hf.remote(d) for a, d in zip(self.actors, dirs)])
 
     def threads(self) -> list[int]:
         """Intra-op threads of every rank (the layout test reads them)."""
@@ -120,35 +150,30 @@ class LearnerGroup:
 
         return ray.get([a.param_stats.remote() for a in self.actors])[0]
 
-    # ---- weight push -------------------------------------------------------------------------
+    # ---- weight push (the transport is the pusher's choice: common.transport) ----------------
     def weight_plan(self) -> list:
         import ray
 
         return ray.get(self.actors[0].weight_plan.remote())
 
-    def weight_group_address(self) -> tuple[str, int]:
-        """(IP of learner rank 0's node, a free port there): where the weight group's TCPStore runs."""
+    def sender_address(self) -> tuple[str, int]:
+        """(IP of learner rank 0's node, a free port there): where a link's rendezvous can listen."""
         import ray
 
         return ray.get(self.actors[0].get_address.remote())
 
-    def init_weight_group(self, master_addr: str, master_port: int, world_size: int):
-        """Rank 0 joins the broadcast group as its rank 0. Returns an ObjectRef: it completes only
-        when the receivers (ranks 1..world_size-1) join too, so start theirs before ray.get."""
-        return self.actors[0].init_weight_group.remote(master_addr, master_port, world_size)
+    def open_weight_sender(self, link: Transport):
+        """Rank 0 builds the sending end of `link`. Returns its ObjectRef: for a broadcast group it
+        completes only when the receivers join too, so start theirs before ray.get."""
+        return self.actors[0].open_weight_sender.remote(link)
 
-    def broadcast_weights(self) -> list:
-        """One ObjectRef per rank, rank 0's first: its {"bytes", "seconds", "buckets"} describe the
-        push (the others report zeros). Every rank takes part (under ZeRO-3 they join the per-bucket
-        gathers), so the caller must ray.get them ALL: a rank > 0 that failed is seen nowhere else.
-        The receivers' tasks must be submitted before waiting, as they complete the broadcast."""
-        return [a.broadcast_weights.remote() for a in self.actors]
-
-    def export_weights_refs(self) -> dict:
-        """{"plan", "refs" (one ObjectRef per bucket, plan order), "bytes", "seconds", "buckets"}."""
-        import ray
-
-        return ray.get([a.export_weights_refs.remote() for a in self.actors])[0]
+    def send_weights(self, transport: str) -> list:
+        """Send over the `transport` link opened last (`open_weight_sender`).
+        One ObjectRef per rank, rank 0's first: its {"payload", "bytes", "seconds", "buckets"}
+        describe the push (the others report zeros). Every rank takes part (under ZeRO-3 they join
+        the per-bucket gathers), so the caller must ray.get them ALL: a rank > 0 that failed is seen
+        nowhere else. For a streaming link the receivers' tasks must be submitted before waiting."""
+        return [a.send_weights.remote(transport) for a in self.actors]
 
     def shutdown(self) -> None:
         import ray

@@ -3,7 +3,7 @@
 Every loss shares `_PolicyLossBase` (aggregation, forking mask, truncated importance sampling, entropy
 bonus, reference KL, selection scope), so any control composes with any objective in one
 `compute_policy_loss` call. Validators only validate; nothing here derives values. Defaults cite the
-paper or reference code they come from (and docs/ALGORITHMS.md of the project's shared docs).
+paper or reference code they come from (and docs/ALGORITHMS.md).
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class TISConfig(_Strict):
 class _PolicyLossBase(_Strict):
     agg: AggMode = Field(
         "token-mean",
-        description="loss_agg_mode over valid tokens (docs/ALGORITHMS.md §0 of the project's shared docs); "
+        description="loss_agg_mode over valid tokens (docs/ALGORITHMS.md §0); "
         "token-mean is DAPO's and the Clip/KL-Cov recipes'.",
     )
     agg_norm_constant: Optional[float] = Field(
@@ -92,7 +92,9 @@ class _PolicyLossBase(_Strict):
         0.0,
         ge=0.0,
         description="Entropy bonus l - c_H agg(H). Off by default: reported brittle (1e-4..1e-3 no "
-        "effect, 0.01 explodes; Cui et al.).",
+        "effect, 0.01 explodes; Cui et al.). Its gradient c_H d agg(H) / d theta involves no ratio, so it "
+        "acts on every update, the on-policy first mini-batch included (the entropy set-point's first "
+        "actuator, orchestrator/entropy_control.py).",
     )
     ref_kl: Optional[RefKLConfig] = Field(
         None,

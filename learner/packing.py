@@ -294,7 +294,7 @@ def packed_logprobs_and_entropy(forward, model: torch.nn.Module, input_ids: torc
                                 chunk_size: int, dtype: torch.dtype, device, entropy_grad: bool = False,
                                 bin_tokens: int = BIN_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-prob, entropy) of input_ids[:, 1:] given the prefix, [B, L-1], where `where` is True and 0
-    elsewhere: the contract of learner.worker.selected_logprobs_and_entropy, computed packed.
+    elsewhere: the contract of learner.logprobs.selected_logprobs_and_entropy, computed packed.
 
     When nothing is wanted, row 0's first position is computed anyway and zeroed: the head must be in
     every backward graph (ZeRO reduces each parameter's gradient in every backward on every rank).

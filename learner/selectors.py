@@ -1,5 +1,5 @@
-"""Token selectors: which tokens of the selection scope S a control acts on (docs/ALGORITHMS.md §2-§4
-of the project's shared docs; Cui et al. arXiv 2505.22617, Wang et al. arXiv 2506.01939, SENT arXiv
+"""Token selectors: which tokens of the selection scope S a control acts on (docs/ALGORITHMS.md §2-§4;
+Cui et al. arXiv 2505.22617, Wang et al. arXiv 2506.01939, SENT arXiv
 2512.04359).
 
 Every function here takes detached per-token tensors of one scope ([B, T] plus a bool `valid`
@@ -148,7 +148,7 @@ def sent_selection(stats: TokenStats, kappa: float, low_frac: float = 0.8) -> Se
 
     n = max(1, floor(kappa |L|)). When 2n > |L| the two sets overlap; the released code writes 2 beta
     on the top-n first and 0.5 beta on the bottom-n afterwards, so the overlap ends at 0.5 beta
-    (docs/ALGORITHMS.md §4 of the project's shared docs): `low_cov` has n tokens, `high_cov` the
+    (docs/ALGORITHMS.md §4): `low_cov` has n tokens, `high_cov` the
     top-n minus the overlap. The covariance is centred over L's tokens, as the paper intends, not
     over the rows the released code's integer mask selects (see `learner.losses.sent_loss`).
     """

@@ -1,4 +1,4 @@
-"""Group-relative advantage estimators, registered by name (ALGORITHMS.md §0).
+"""Group-relative advantage estimators, registered by name (docs/ALGORITHMS.md §0).
 
 Input: rewards [num_groups, G], one row per prompt, one column per sampled response. Output has the
 same shape: one scalar advantage per response, which the learner broadcasts over its tokens. This

@@ -3,7 +3,7 @@
 A crash mid-write leaves only a `.tmp` dir, which `latest()` ignores and the next save removes, so
 `--resume` always finds a complete checkpoint. Layout of `checkpoints/step_000010/`:
   learner/     DeepSpeed checkpoint of every rank (model, optimizer, scheduler)
-  state.json   step, weight version, data-stream position, RNG states, config hash
+  state.json   step, weight version, data-stream position, RNG states, eval history
 """
 from __future__ import annotations
 

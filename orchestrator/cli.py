@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     t.add_argument("--run-dir", help="run directory or URI (default: logging.output_dir/run_name)")
 
-    c = sub.add_parser("config", help="validate a recipe and print the resolved config")
+    c = sub.add_parser("config", help="validate a recipe and print the resolved config (for a private local Ray)")
     c.add_argument("recipe")
     c.add_argument("overrides", nargs="*")
 
@@ -57,33 +58,36 @@ def main(argv: list[str] | None = None) -> int:
         return models_main(list(argv[1:]))
     # Overrides may come after options (`train r.yaml --resume a.b=1`): collect the stragglers.
     args, extra = parser.parse_known_args(argv)
-    bad = [x for x in extra if x.startswith("-") or "=" not in x or not hasattr(args, "overrides")]
+    bad = [x for x in extra if x.startswith("-") or "=" not in x]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:
         args.overrides = list(args.overrides) + extra
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    from forkrl.orchestrator import console
+
+    console.setup_driver(console.verbose_requested(False, os.environ))  # until the recipe is read
     from forkrl.orchestrator.config import ConfigError, dump_config, load_config
 
-    if args.cmd == "models":
-        from forkrl.orchestrator.models import models_main
-
-        return models_main(args.models_args)
     try:
         cfg = load_config(args.recipe, args.overrides)
     except ConfigError as e:
         print(f"forkrl: {e}", file=sys.stderr)
         return 2
-    if args.cmd == "config":
-        print(dump_config(cfg), end="")
+    if args.cmd == "config":  # what a run on a private local Ray of this machine would resolve
+        from forkrl.orchestrator.resolve import host_facts, resolve_job
+
+        host = host_facts(cfg, os.environ, node_cpus=os.cpu_count() or 1, alive_nodes=1)
+        print(dump_config(resolve_job(cfg, host).config), end="")
         return 0
 
     from forkrl.orchestrator.models import ModelResolutionError
     from forkrl.orchestrator.trainer import Trainer
 
     trainer = Trainer(cfg, _run_dir(cfg, args.recipe, args.run_dir), resume=args.resume)
+    verbose = console.verbose_requested(cfg.logging.verbose, os.environ)
+    console.setup_driver(verbose, console.log_files(trainer.run_dir)[0])
     print(f"forkrl: {trainer.storage.describe()}", flush=True)
+    print(f"forkrl: {console.describe(verbose, trainer.storage.location)}", flush=True)
     try:
         summary = trainer.run()
     except ModelResolutionError as e:

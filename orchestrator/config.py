@@ -124,6 +124,11 @@ class LoggingConfig(_Section):
         "against ~/forkrl (never the job's temporary working dir)."))
     run_name: Optional[str] = Field(None, description="Defaults to the recipe's file name.")
     progress: bool = Field(True, description="Show a progress bar.")
+    verbose: bool = Field(False, description=(
+        "Print every library's output on the console (vLLM, DeepSpeed, transformers, Ray, Python "
+        "warnings). Off: the console shows forkrl's own lines, its warnings and errors from any role, "
+        "other libraries' errors and the progress bar; the rest goes to <run dir>/logs/driver.log and "
+        "logs/roles.log (orchestrator/console.py). FORKRL_VERBOSE=1 in the environment does the same."))
     plot: bool = Field(True, description="Write reward/entropy curves as PNG at the end (and at each eval).")
     ray_metrics: bool = Field(True, description="Export per-step metrics as ray.util.metrics gauges.")
     sample_prompts: int = Field(4, ge=0, description=(

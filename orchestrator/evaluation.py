@@ -84,3 +84,23 @@ def pass_at_k_metrics(correct: Sequence[Sequence[bool]], ks: Sequence[int], pref
         per_prompt = [pass_at_k(len(g), sum(bool(x) for x in g), k) for g in correct]
         out[f"{prefix}/pass@{k}"] = sum(per_prompt) / len(per_prompt)
     return out
+
+
+def problem_rows(step: int, greedy: Sequence[Sequence], sampled: Sequence[Sequence] | None = None) -> list[dict]:
+    """One row per held-out prompt for ``<run dir>/eval_problems.jsonl``: ``{step, prompt_id, greedy}``
+    (1 when the greedy answer was correct) plus ``n`` and ``c`` (samples, correct samples) when the
+    pass@k samples were drawn. ``greedy`` and ``sampled`` are the evaluation's groups (one list of
+    scored Episodes per prompt, in the same prompt order). The comparison bench reads these to pair
+    methods on the same problems (bench/compare_read.py)."""
+    if sampled is not None and len(sampled) != len(greedy):
+        raise ValueError(f"problem_rows: {len(greedy)} greedy groups but {len(sampled)} sampled groups")
+    rows = []
+    for i, group in enumerate(greedy):
+        row = {"step": step, "prompt_id": group[0].prompt_id, "greedy": int(bool(group[0].correct))}
+        if sampled is not None:
+            if sampled[i][0].prompt_id != row["prompt_id"]:
+                raise ValueError(f"problem_rows: prompt {i} is {row['prompt_id']!r} greedy but "
+                                 f"{sampled[i][0].prompt_id!r} sampled")
+            row.update(n=len(sampled[i]), c=sum(bool(ep.correct) for ep in sampled[i]))
+        rows.append(row)
+    return rows

@@ -6,8 +6,9 @@ file (a test checks it is current). Each panel names metric keys as the trainer 
 `ray_` + orchestrator.metrics.gauge_name(key). Panels use the `${datasource}` variable like Ray's own
 generated dashboards, so the file loads beside them.
 
-The gauges' `job` tag (the run name) arrives in Prometheus as `exported_job`: Ray's Prometheus config
-does not honour scraped labels, and every scraped series already has a `job` label of its own.
+The gauges' `run` tag (the run name) is the dashboard's `$run` variable. It is not called `job`:
+every scraped series already has Prometheus's own `job` label, and Ray's Prometheus config does not
+honour scraped labels, so a `job` tag arrived renamed to `exported_job`.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sys
 
 from forkrl.orchestrator.metrics import gauge_name
 
-RUN_LABEL = "exported_job"
+RUN_LABEL = "run"
 
 # (title, unit, metric keys). Keys that only some losses produce (covariance controls, forking,
 # SENT, reference KL) stay empty for runs without them.

@@ -1,7 +1,9 @@
 """Per-step metrics: one dict per step, sent to every configured place at once.
 
 - the Ray dashboard / Prometheus, as `ray.util.metrics` gauges named `forkrl_<metric>` (Ray exports
-  them as `ray_forkrl_<metric>` on the node's metrics port; cluster_configs/grafana/ has a dashboard);
+  them as `ray_forkrl_<metric>` on the node's metrics port; cluster_configs/grafana/ has a dashboard),
+  tagged `run` with the run's name (not `job`: every scraped series has Prometheus's own `job` label,
+  which renamed a `job` tag to `exported_job`);
 - `metrics.jsonl` in the run dir (one JSON object per line, appended, so a resumed run continues it);
 - optionally TensorBoard event files (`<run dir>/tensorboard/`) and Weights & Biases (offline by
   default). Both are optional packages, imported only when turned on;
@@ -26,21 +28,21 @@ def gauge_name(key: str) -> str:
 
 
 class MetricsSink:
-    def __init__(self, run_dir: Path, ray_metrics: bool = True, job: str = "forkrl", tensorboard: bool = False,
+    def __init__(self, run_dir: Path, ray_metrics: bool = True, run: str = "forkrl", tensorboard: bool = False,
                  wandb_project: str | None = None, wandb_mode: str = "offline", config: dict | None = None):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.ray_metrics = ray_metrics
-        self.job = job
+        self.run = run
         self._gauges: dict[str, Any] = {}
         self._tb = _tensorboard_writer(Path(run_dir) / "tensorboard") if tensorboard else None
-        self._wandb = _wandb_run(wandb_project, wandb_mode, job, Path(run_dir), config) if wandb_project else None
+        self._wandb = _wandb_run(wandb_project, wandb_mode, run, Path(run_dir), config) if wandb_project else None
 
     def _gauge(self, key: str):
         if key not in self._gauges:
             from ray.util.metrics import Gauge
 
-            self._gauges[key] = Gauge(gauge_name(key), description=f"forkrl {key}", tag_keys=("job",))
+            self._gauges[key] = Gauge(gauge_name(key), description=f"forkrl {key}", tag_keys=("run",))
         return self._gauges[key]
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -49,7 +51,7 @@ class MetricsSink:
             f.write(json.dumps({"step": step, **clean}) + "\n")
         if self.ray_metrics:
             for k, v in clean.items():
-                self._gauge(k).set(v, tags={"job": self.job})
+                self._gauge(k).set(v, tags={"run": self.run})
         if self._tb is not None:
             for k, v in clean.items():
                 self._tb.add_scalar(k, v, global_step=step)

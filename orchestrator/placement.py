@@ -9,7 +9,9 @@ the other way: every learner node receives the whole checkpoint (DeepSpeed's ZeR
 rank's optimizer shard). The relay costs the driver's network bandwidth once per checkpoint; it needs
 no shared filesystem.
 
-What it does not do: decide when to save, or publish a checkpoint (orchestrator.checkpoint does).
+The `save`/`load` calls are the learner group's own (`LearnerGroup.save_checkpoint`, `load_checkpoint`,
+`save_hf`, which take one directory per rank). What it does not do: decide when to save, or publish a
+checkpoint (orchestrator.checkpoint does).
 """
 from __future__ import annotations
 
@@ -78,13 +80,13 @@ def _staging_dirs(nodes: list[str]) -> dict[str, str]:
     return dict(zip(others, ray.get([_on_node(n, _make_staging, tag) for n in others])))
 
 
-def save_on_nodes(actors: list, nodes: list[str], dest: Path, save: Callable[[Any, str], Any]) -> None:
-    """`save(actor, directory)` -> ObjectRef on every rank (all at once: saving is a collective),
-    then the files staged on other nodes are copied into `dest` on the driver's node."""
+def save_on_nodes(nodes: list[str], dest: Path, save: Callable[[list[str]], None]) -> None:
+    """`save(directories)` (one directory per rank, in rank order; every rank writes at once: saving is
+    a collective), then the files staged on other nodes are copied into `dest` on the driver's node."""
     staged = _staging_dirs(nodes)
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        ray.get([save(a, staged.get(n, str(dest))) for a, n in zip(actors, nodes)])
+        save([staged.get(n, str(dest)) for n in nodes])
         for node, remote_dir in staged.items():
             names = ray.get(_on_node(node, _list_files, remote_dir))
             for name in names:  # one file in flight at a time: bounded driver memory
@@ -94,9 +96,9 @@ def save_on_nodes(actors: list, nodes: list[str], dest: Path, save: Callable[[An
         ray.get([_on_node(n, _remove, d) for n, d in staged.items()])
 
 
-def load_on_nodes(actors: list, nodes: list[str], src: Path, load: Callable[[Any, str], Any]) -> None:
+def load_on_nodes(nodes: list[str], src: Path, load: Callable[[list[str]], None]) -> None:
     """Copy the checkpoint dir `src` (on the driver's node) to every other node, then
-    `load(actor, directory)` on every rank."""
+    `load(directories)` (one directory per rank, in rank order)."""
     staged = _staging_dirs(nodes)
     try:
         files = sorted(p for p in Path(src).rglob("*") if p.is_file())
@@ -104,6 +106,6 @@ def load_on_nodes(actors: list, nodes: list[str], src: Path, load: Callable[[Any
             for p in files:
                 ray.get(_on_node(node, _write_file, f"{remote_dir}/{p.relative_to(src).as_posix()}",
                                  p.read_bytes()))
-        ray.get([load(a, staged.get(n, str(src))) for a, n in zip(actors, nodes)])
+        load([staged.get(n, str(src)) for n in nodes])
     finally:
         ray.get([_on_node(n, _remove, d) for n, d in staged.items()])

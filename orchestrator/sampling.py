@@ -1,11 +1,10 @@
 """What the orchestrator keeps, and how it scores length, before advantages are computed.
 
-DAPO's dynamic sampling and overlong handling (arXiv 2503.14476; ALGORITHMS.md §1). Pure functions
-over reward / length tensors; the refill loop (extra generation rounds) lives in the step loop.
+DAPO's dynamic sampling and soft overlong penalty (arXiv 2503.14476; docs/ALGORITHMS.md §1). Pure functions
+over reward / length tensors; the refill loop (extra generation rounds) lives in the step loop, and
+overlong mode 'mask' (truncated responses out of the loss) in orchestrator.batching.
 """
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 
@@ -31,16 +30,3 @@ def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int) -> torch.
     beyond = torch.where(lengths <= max_len, inside, -torch.ones_like(lengths))
     return torch.where(lengths <= start, torch.zeros_like(lengths), beyond)
 
-
-def overlong_mask(
-    lengths: torch.Tensor, max_len: int, truncated: Optional[torch.Tensor] = None
-) -> torch.Tensor:
-    """Bool keep-mask for "mask truncated responses" mode: False for responses cut off by the length limit.
-
-    A truncated answer is not wrong, only unfinished, so it should not be punished as a failure.
-    `truncated` (e.g. finish_reason == "length" from the engine) wins when given: a response of
-    exactly max_len tokens may have ended with EOS.
-    """
-    if truncated is not None:
-        return ~truncated.bool()
-    return lengths < max_len

@@ -1,15 +1,16 @@
-"""The training loop: generate -> verify -> advantages -> train -> push weights, sync or async.
+"""The run: set up the roles, then step (orchestrator.loops) with evaluation, checkpoints and metrics.
 
-`Trainer.step` (sync: one role works at a time) and `Trainer.step_async` (rollout keeps generating
-into a bounded buffer while the learner trains) read like the algorithm; each phase is one named,
-timed call. One record, the `Episode`, carries a sample through every phase. Setup (Ray, model, data,
-the three roles) and bookkeeping (evaluation, checkpoints, metrics, plots) live around them. The
-orchestrator owns no model: it moves token ids, rewards and weight versions between roles.
+`Trainer` holds the run's state and its phases, each one named call on one role:
+`generate` (rollout actors), `verify` (verifier pool), `advantages` (here, from the group's rewards),
+`train` (learner group) and `push_weights` (learner -> engines). The step loop that orders them,
+sync or async, is `self.loop` (orchestrator.loops.make_loop decides the mode, once). One record, the
+`Episode`, carries a sample through every phase. The orchestrator owns no model: it moves token ids,
+rewards and weight versions between roles.
 
-Faults it handles: a dead rollout actor (Ray restarts it; the weights are re-sent and its requests
-submitted again), a dead learner rank (the group is restarted from the last checkpoint, up to
-`trainer.max_restarts` times), and SIGTERM (`ray job stop`, spot reclaim: finish the current phase,
-checkpoint, return `stopped`).
+Around the steps: start-up (orchestrator.startup), fault handling (orchestrator.recovery: a dead
+rollout actor or learner rank), checkpoints (orchestrator.checkpoint, placement), evaluation, the
+curriculum, the entropy controller, the metrics sink and the progress bar. SIGTERM (`ray job stop`,
+spot reclaim) finishes the current phase, checkpoints, and returns `stopped`.
 """
 from __future__ import annotations
 
@@ -17,98 +18,31 @@ import contextlib
 import json
 import logging
 import math
-import os
-import random
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from forkrl.common.episode import Group, group_by_prompt
 from forkrl.orchestrator import checkpoint as ckpt
-from forkrl.learner.config import LearnerConfig
-from forkrl.orchestrator.config import JobConfig, dump_config
-from forkrl.orchestrator.samples import SampleLog, verdict_fractions
+from forkrl.orchestrator import startup
+from forkrl.orchestrator.config import JobConfig
+from forkrl.orchestrator.evaluation import problem_rows
+from forkrl.orchestrator.loops import make_loop
+from forkrl.orchestrator.recovery import LearnerFailed, Recovery
+from forkrl.orchestrator.samples import SampleLog
+from forkrl.orchestrator.resolve import resolve_connected
+from forkrl.orchestrator.startup import connect_ray
+from forkrl.orchestrator.step_metrics import entropy_law_metrics, eval_metrics, fmt
 from forkrl.orchestrator.storage import RunStorage
 
+if TYPE_CHECKING:
+    from forkrl.actors.rollout import Generated
+
 log = logging.getLogger("forkrl")
-
-
-def learner_config(cfg: JobConfig) -> LearnerConfig:
-    """cfg.learner with weight_sync.wire_dtype 'auto' resolved to the rollout engines' dtype (logged)."""
-    ws = cfg.learner.weight_sync
-    if ws.wire_dtype != "auto":
-        return cfg.learner
-    wire = cfg.rollout.resolved_dtype()
-    log.info("weight push: parameters travel in %s (the engines' dtype)", wire)
-    return cfg.learner.model_copy(update={"weight_sync": ws.model_copy(update={"wire_dtype": wire})})
-
-
-class PhaseTimer:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
-
-
-@dataclass
-class Collected:
-    """What one step's collection produced besides the groups it keeps: everything generated (for the
-    rollout metrics, dropped groups included) and how long the rollout role was busy for it."""
-
-    seen: list[Group] = field(default_factory=list)
-    tokens: int = 0
-    seconds: float = 0.0  # wall time of the requests (slowest actor each)
-    busy_seconds: float = 0.0  # generation seconds summed over actors
-    stale_dropped: int = 0  # groups older than trainer.max_staleness (async mode, stale_groups='drop')
-    in_flight: int = 0  # requests in the buffer when training started (async mode)
-
-
-def ray_init_args(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, Any]:
-    """The ray.init arguments of a job. `cluster.address` (host:port, or 'auto' for this machine's
-    `ray start` cluster) or $RAY_ADDRESS (set by `ray job submit`) joins that cluster and passes no
-    resources (Ray refuses them when joining). Otherwise a private local Ray, started explicitly with
-    address='local': without it, ray.init() follows Ray's "current cluster" file, which a `ray start`
-    cluster - alive, or killed without `ray stop` - leaves behind, and then fails on num_cpus."""
-    common: dict[str, Any] = {"namespace": cfg.cluster.namespace,
-                              "runtime_env": {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}}
-    address = cfg.cluster.address or env.get("RAY_ADDRESS")
-    if address:
-        return {"address": address, **common}
-    need = (cfg.rollout.num_actors * cfg.rollout.cpus_per_actor + cfg.learner.num_ranks * cfg.learner.cpus_per_rank
-            + cfg.reward.num_workers * cfg.reward.cpus_per_worker)
-    local: dict[str, Any] = {"address": "local", "num_cpus": cfg.cluster.num_cpus or max(os.cpu_count() or 1,
-                                                                                          math.ceil(need)),
-                             "include_dashboard": cfg.cluster.dashboard, "dashboard_host": "127.0.0.1"}
-    if cfg.cluster.metrics_export_port:
-        local["_metrics_export_port"] = cfg.cluster.metrics_export_port
-    return {**local, **common}
-
-
-def connect_ray(cfg: JobConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    args = ray_init_args(cfg, os.environ)
-    ray.init(**args)
-    where = "started a private local Ray" if args["address"] == "local" else f"joined Ray at {args['address']}"
-    log.info("%s (%s)", where, ray.get_runtime_context().gcs_address)
-
-
-class LearnerFailed(RuntimeError):
-    """A learner rank died during a learner phase; the run loop restarts the group."""
 
 
 class Trainer:
@@ -122,16 +56,14 @@ class Trainer:
         self.step_idx = 0
         self.eval_history: list[tuple[float, float]] = []  # (entropy, held-out accuracy)
         self.last_entropy = float("nan")
-        self.learner_restarts = 0
         self.last_saved_step: int | None = None
         self.stop_reason: str | None = None
         self.last_checkpoint: Path | None = None
         self.bar = None  # progress bar while run() is going
-        self.queue = None  # async mode: the requests in flight (orchestrator.rollout_queue)
         self.controller = None  # algorithm.entropy_control: the PI controller of one loss coefficient
-        self.pending_push = None  # async mode: the last weight push, sent but not yet confirmed
-        self.last_push_metrics: dict[str, float] = {}  # async mode: of the last confirmed push
         self.samples = SampleLog(self.run_dir / "samples.jsonl", cfg.logging.sample_prompts)
+        self.loop = make_loop(self)
+        self.recovery = Recovery(cfg.trainer.max_restarts, self._restart_learner, lambda: self.pusher.recover())
 
     @property
     def version(self) -> int:
@@ -140,61 +72,30 @@ class Trainer:
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
-        from transformers import AutoTokenizer
-
-        from forkrl.actors.rollout import RolloutGroup
         from forkrl.orchestrator.data import PromptStream, load_data
-        from forkrl.orchestrator.layout import resolve_layout
         from forkrl.orchestrator.metrics import MetricsSink
-        from forkrl.orchestrator.models import check_model_reachable, resolve_model
-        from forkrl.orchestrator.rollout_queue import RolloutQueue
-        from forkrl.orchestrator.weights import WeightPusher
-        from forkrl.rewards.pool import VerifierPool
 
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.resume:
-            self.storage.pull_for_resume()
-        (self.run_dir / "config.resolved.yaml").write_text(dump_config(cfg))
-        random.seed(cfg.trainer.seed)
-        np.random.seed(cfg.trainer.seed)
-        torch.manual_seed(cfg.trainer.seed)
-
-        self.model_path = resolve_model(cfg.model.path)
-        if not Path(self.model_path).is_dir():  # a hub id: fail in one line if it cannot be fetched
-            check_model_reachable(self.model_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
-            else self.tokenizer.eos_token_id
+        startup.prepare_run_dir(self.storage, self.resume)
+        startup.seed_all(cfg.trainer.seed)
+        self.model_path, self.tokenizer, self.pad_id = startup.load_tokenizer(cfg)
         data = load_data(cfg.data)
         for report in data.reports:
             log.info("data %s", report.summary())
         self.data_reports = data.reports
         self.eval_rows = data.eval[: cfg.eval.num_prompts]
         self.stream = PromptStream(data.train, batch_size=cfg.trainer.prompts_per_step, seed=cfg.trainer.seed)
-        self.metrics = MetricsSink(self.run_dir, ray_metrics=cfg.logging.ray_metrics, job=self.run_dir.name,
+
+        connect_ray(cfg, self.run_dir)
+        job = resolve_connected(cfg, self.run_dir)  # every 'auto' decided, logged, config.resolved.yaml written
+        self.cfg = cfg = job.config
+        self.layout = job.layout
+        self.metrics = MetricsSink(self.run_dir, ray_metrics=cfg.logging.ray_metrics, run=self.run_dir.name,
                                    tensorboard=cfg.logging.tensorboard, wandb_project=cfg.logging.wandb_project,
                                    wandb_mode=cfg.logging.wandb_mode, config=cfg.model_dump(mode="json"))
-
-        connect_ray(cfg)
-        import ray
-
-        self.layout = resolve_layout(cfg.trainer.layout, cfg.trainer.mode,
-                                     on_gpu=bool(cfg.rollout.gpus_per_actor or cfg.learner.gpus_per_rank),
-                                     joins_cluster=bool(cfg.cluster.address or os.environ.get("RAY_ADDRESS")),
-                                     node_cpus=os.cpu_count() or 1,
-                                     alive_nodes=sum(1 for n in ray.nodes() if n["Alive"]))
-        log.info("mode %s, layout %s (threads: rollout %s, learner %s); starting %d verifier(s), %d rollout "
-                 "actor(s), %d learner rank(s)", cfg.trainer.mode, self.layout.name, self.layout.rollout_threads
-                 or "bundle", self.layout.learner_threads or "bundle", cfg.reward.num_workers,
-                 cfg.rollout.num_actors, cfg.learner.num_ranks)
-        self.pool = VerifierPool(cfg.reward)
-        self.rollout = RolloutGroup(cfg.rollout, self.model_path, threads=self.layout.rollout_threads)
-        self._start_learner()
-        self.pusher = WeightPusher(self.learner, self.rollout, cfg.learner.weight_sync,
-                                   cfg.learner.resolve_sync_backend())
-        if cfg.trainer.mode == "async":
-            self.queue = RolloutQueue(self._draw, self._submit)
+        roles = startup.start_roles(cfg, self.model_path, self.layout, self.run_dir)
+        self.pool, self.rollout, self.learner, self.pusher = roles.pool, roles.rollout, roles.learner, roles.pusher
+        self.placement = roles.placement
         ec = cfg.algorithm.entropy_control
         if ec.enabled:
             from forkrl.orchestrator.entropy_control import EntropyController, actuator_value
@@ -206,20 +107,6 @@ class Trainer:
             self.apply_curriculum()
         self.initial_state = self._state()  # what a learner restart returns to before any checkpoint
 
-    def _start_learner(self) -> None:
-        """Start the learner group and record where every role runs (logged, and placement.json)."""
-        from forkrl.learner.group import LearnerGroup
-        from forkrl.orchestrator.placement import bundle_nodes, driver_node
-
-        self.learner = LearnerGroup(learner_config(self.cfg), self.model_path, seed=self.cfg.trainer.seed,
-                                    threads=self.layout.learner_threads)
-        self.learner_nodes = bundle_nodes(self.learner.placement_group)
-        self.placement = {"driver": driver_node(), "rollout": bundle_nodes(self.rollout.pg),
-                          "learner": self.learner_nodes}
-        (self.run_dir / "placement.json").write_text(json.dumps(self.placement, indent=1))
-        log.info("placement (node ids): driver %s, rollout %s, learner %s", self.placement["driver"][:8],
-                 [n[:8] for n in self.placement["rollout"]], [n[:8] for n in self.learner_nodes])
-
     def apply_curriculum(self) -> dict[str, float]:
         """(Re-)estimate semantic entropy with the current policy and reorder the prompt stream."""
         from forkrl.orchestrator.curriculum import estimate_order
@@ -229,26 +116,21 @@ class Trainer:
         rows = self.stream.rows[: cc.max_prompts] if cc.max_prompts else list(self.stream.rows)
 
         def sample_answers(batch):
-            out = self.generate(batch, seed=777 + self.step_idx, n=cc.samples, temperature=cc.temperature)
-            self.verify(batch, out["groups"], f"se{self.step_idx}")
-            return [[ep.extracted for ep in group] for group in out["groups"]]
+            groups, _ = self.generate(batch, seed=777 + self.step_idx, n=cc.samples, temperature=cc.temperature)
+            self.verify(batch, groups, f"se{self.step_idx}")
+            return [[ep.extracted for ep in group] for group in groups]
 
         order, se = estimate_order(rows, sample_answers, answers_equivalent, cc.num_stages)
         self.stream.set_order(order)
-        if self.queue is not None:
-            # Requests in flight were drawn in the old order: regenerate from the new one.
-            self._rewind_queue()
+        self.loop.rewind()
         vals = list(se.values())
         return {"curriculum/se_mean": sum(vals) / len(vals), "curriculum/prompts": float(len(vals))}
 
-    # ---- checkpoints and faults --------------------------------------------------------------
+    # ---- checkpoints -------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        """Everything besides the learner that a checkpoint holds (JSON-safe). In async mode the data
-        position is that of the oldest request not yet trained on: a resume draws it again."""
-        data, request = self.stream.state_dict(), 0
-        if self.queue is not None:
-            point = self.queue.resume_point()
-            data, request = point if point is not None else (data, self.queue.next_index)
+        """Everything besides the learner that a checkpoint holds (JSON-safe). The data position is
+        the loop's (async mode: that of the oldest request not yet trained on)."""
+        data, request = self.loop.data_position()
         state = {"step": self.step_idx, "version": self.version, "data": data, "request": request,
                  "rng": ckpt.capture_rng(), "eval_history": [list(x) for x in self.eval_history]}
         if self.controller is not None:
@@ -264,10 +146,7 @@ class Trainer:
         if self.controller is not None and "entropy_control" in state:
             self.controller.load_state_dict(state["entropy_control"])
             self._apply_controller()  # a (re)started learner holds the recipe's coefficient
-        if self.queue is not None:
-            self.queue.clear()  # their prompts are drawn again from the restored stream position
-            self.queue.next_index = int(state.get("request", 0))
-            self.pending_push = None
+        self.loop.restored(int(state.get("request", 0)))
 
     def _restore(self) -> bool:
         """Load the last checkpoint into the learner and the loop, and bring the engines to its
@@ -278,8 +157,7 @@ class Trainer:
         if last is None:
             return False
         state = ckpt.load_state(last)
-        load_on_nodes(self.learner.actors, self.learner_nodes, last / "learner",
-                      lambda actor, d: actor.load_checkpoint.remote(d, "learner"))
+        load_on_nodes(self.placement["learner"], last / "learner", self.learner.load_checkpoint)
         self._load_state(state)
         self.pusher.restore(state["version"])  # the engines hold other weights: bring them to the checkpoint's
         log.info("resumed from %s (step %d)", last, self.step_idx)
@@ -291,69 +169,25 @@ class Trainer:
         from forkrl.orchestrator.placement import save_on_nodes
 
         state = state or self._state()
-
-        def write_learner(d: Path) -> None:
-            save_on_nodes(self.learner.actors, self.learner_nodes, d,
-                          lambda actor, p: actor.save_checkpoint.remote(p, "learner"))
-
-        with self._learner_phase():
-            path = ckpt.save(self.run_dir / "checkpoints", state["step"], state, write_learner,
+        with self.recovery.learner_phase(self.learner):
+            path = ckpt.save(self.run_dir / "checkpoints", state["step"], state,
+                             lambda d: save_on_nodes(self.placement["learner"], d, self.learner.save_checkpoint),
                              self.cfg.checkpoint.keep_last)
         self.storage.push_checkpoint(path, self.cfg.checkpoint.keep_last)
         self.storage.push_logs()
         self.last_saved_step, self.last_checkpoint = state["step"], path
         return path
 
-    @contextlib.contextmanager
-    def _learner_phase(self) -> Iterator[None]:
-        """Turn a Ray error into LearnerFailed when a learner rank is dead (a live rank that lost its
-        peer may fail first with a collective error). Other errors pass through unchanged."""
-        import ray
-
-        try:
-            yield
-        except ray.exceptions.RayError as e:
-            dead = self._dead_learner_ranks()
-            if not dead:
-                raise
-            raise LearnerFailed(f"learner rank(s) {dead} died ({type(e).__name__})") from e
-
-    def _dead_learner_ranks(self) -> list[int]:
-        import ray
-
-        refs = [a.get_address.remote() for a in self.learner.actors]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=10)  # a rank stuck in a collective: alive
-        dead = []
-        for rank, ref in enumerate(refs):
-            if ref in ready:
-                try:
-                    ray.get(ref)
-                except ray.exceptions.RayActorError:
-                    dead.append(rank)
-        return dead
-
-    def _recover_learner(self, err: LearnerFailed) -> None:
-        """Tear the learner group down, start it again, load the last checkpoint (or the initial
-        state), re-sync the engines; the loop then redoes the steps since that checkpoint."""
-        if self.learner_restarts >= self.cfg.trainer.max_restarts:
-            log.error("%s; trainer.max_restarts=%d reached", err, self.cfg.trainer.max_restarts)
-            raise err
-        self.learner_restarts += 1
-        log.warning("%s at step %d; restarting the learner group (%d of %d)", err, self.step_idx + 1,
-                    self.learner_restarts, self.cfg.trainer.max_restarts)
+    def _restart_learner(self) -> None:
+        """For `Recovery`: a new learner group at the last checkpoint (or the initial state), with the
+        engines re-synced to it; the loop then redoes the steps since."""
         self.learner.shutdown()
-        self._start_learner()
+        self.learner, self.placement = startup.place_learner(self.cfg, self.model_path, self.layout, self.rollout,
+                                                             self.run_dir)
         self.pusher.rebind_learner(self.learner)  # the old weight group died with the old rank 0
         if not self._restore():
             self._load_state(self.initial_state)
             self.pusher.restore(self.initial_state["version"])
-
-    def _recover_rollout(self, err: Exception) -> None:
-        """Ray restarts a dead rollout actor with the initial weights: bring it to the current version
-        (later requests then run on it; nothing generated by the failed attempt is kept)."""
-        log.warning("rollout actor died (%s); restoring weights v%d", type(err).__name__, self.version)
-        self.pending_push = None  # the recovery loads the current version everywhere
-        self.pusher.recover()
 
     def request_stop(self, reason: str) -> None:
         """Finish the current phase, checkpoint, and return from run() with `stopped` set."""
@@ -366,7 +200,8 @@ class Trainer:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     # ---- phases ------------------------------------------------------------------------------
-    def _prompt_ids(self, rows) -> list[list[int]]:
+    def prompt_ids(self, rows) -> list[list[int]]:
+        """Each row's chat messages through the tokenizer's chat template (the engines get token ids)."""
         out = []
         for r in rows:
             ids = self.tokenizer.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=True)
@@ -375,38 +210,27 @@ class Trainer:
             out.append(list(ids))
         return out
 
-    def _groups(self, rows, out: dict) -> dict:
-        """A collected request with its Episodes split into one Group per row, stamped with row ids."""
-        return dict(out, groups=group_by_prompt(out.pop("episodes"), [r.uid for r in rows]))
-
-    def generate(self, rows, seed: int, n: int | None = None, temperature: float | None = None) -> dict:
-        """Generate for `rows` and wait: {"groups" (one per row), "seconds", "busy_seconds", "tokens"}."""
+    def generate(self, rows, seed: int, n: int | None = None,
+                 temperature: float | None = None) -> tuple[list[Group], Generated]:
+        """Generate for `rows` and wait: one Group per row (stamped with the row's id) and the request's
+        record. A dead rollout actor is recovered and the request retried once."""
         import ray
 
-        ids = self._prompt_ids(rows)
+        ids = self.prompt_ids(rows)
         try:
-            out = self.rollout.generate(ids, seed=seed, n=n, temperature=temperature)
+            gen = self.rollout.generate(ids, seed=seed, n=n, temperature=temperature)
         except ray.exceptions.RayActorError as e:
-            self._recover_rollout(e)
-            if self.queue is not None:
-                self.queue.resubmit()
-            out = self.rollout.generate(ids, seed=seed, n=n, temperature=temperature)  # retried once
-        return self._groups(rows, out)
+            self.recovery.rollout_died(e, self.version)
+            self.loop.rollout_restarted()
+            gen = self.rollout.generate(ids, seed=seed, n=n, temperature=temperature)
+        return group_by_prompt(gen.episodes, [r.uid for r in rows]), gen
 
     def verify(self, rows, groups: list[Group], tag: str) -> None:
-        """Score every Episode (in place: reward, correct, extracted, verdict)."""
-        from forkrl.rewards.types import Sample
+        """Score every Episode in place (reward, correct, extracted, verdict) against its row."""
+        from forkrl.rewards.types import Reference
 
-        episodes = [ep for g in groups for ep in g]
-        samples = []
-        for row, group in zip(rows, groups):
-            for ep in group:
-                samples.append(Sample(uid=f"{tag}/{ep.uid}", prompt=row.messages[-1]["content"],
-                                      response=ep.text, answer=row.answer, task=row.task,
-                                      finish_reason=ep.finish_reason))
-        for ep, score in zip(episodes, self.pool.score(samples)):
-            ep.reward, ep.correct, ep.extracted, ep.verdict = score.reward, score.correct, score.extracted, \
-                score.reason
+        refs = [Reference(prompt=r.messages[-1]["content"], answer=r.answer, task=r.task) for r in rows]
+        self.pool.score_groups(groups, refs, tag)
 
     def advantages(self, groups: list[Group]) -> torch.Tensor:
         """Write each Episode's advantage (from its group's rewards, shaped by the overlong penalty
@@ -425,124 +249,8 @@ class Trainer:
                 ep.advantage = float(adv[p, i])
         return rewards
 
-    def _keep(self, groups: list[Group]) -> list[Group]:
-        """Dynamic sampling (DAPO): keep groups whose rewards differ."""
-        from forkrl.orchestrator.sampling import keep_mask_nonzero_variance
-
-        if not self.cfg.algorithm.dynamic_sampling.enabled:
-            return groups
-        keep = keep_mask_nonzero_variance(torch.tensor([[ep.reward for ep in g] for g in groups])).tolist()
-        return [g for g, k in zip(groups, keep) if k]
-
-    def _rounds(self) -> int:
-        ds = self.cfg.algorithm.dynamic_sampling
-        return 1 + (ds.max_extra_rounds if ds.enabled else 0)
-
-    def collect(self, timer: PhaseTimer) -> tuple[list[Group], Collected]:
-        """Draw prompts, generate G samples each and score them; with dynamic sampling keep only
-        groups whose rewards differ and refill from up to `max_extra_rounds` more draws."""
-        want = self.cfg.trainer.prompts_per_step
-        kept: list[Group] = []
-        got = Collected()
-        for r in range(self._rounds()):
-            rows = self.stream.next_batch()
-            seed = self.cfg.trainer.seed * 1_000_003 + self.step_idx * 101 + r
-            with timer("generate"):
-                out = self.generate(rows, seed)
-            with timer("verify"):
-                self.verify(rows, out["groups"], f"s{self.step_idx}r{r}")
-            if r == 0:
-                self.samples.write(self.step_idx + 1, "train", rows, out["groups"])
-            self._account(got, out)
-            kept.extend(self._keep(out["groups"]))
-            if len(kept) >= want or self.stop_reason:
-                break
-        return kept[:want], got
-
-    @staticmethod
-    def _account(got: Collected, out: dict) -> None:
-        got.seen.extend(out["groups"])
-        got.tokens += out["tokens"]
-        got.seconds += out["seconds"]
-        got.busy_seconds += out["busy_seconds"]
-
-    # ---- async mode: the request buffer ------------------------------------------------------
-    def _draw(self) -> tuple[list, dict]:
-        state = self.stream.state_dict()
-        return self.stream.next_batch(), state
-
-    def _submit(self, request):
-        seed = self.cfg.trainer.seed * 1_000_003 + 500_009 + request.index * 101
-        return self.rollout.submit(self._prompt_ids(request.rows), seed=seed)
-
-    def _rewind_queue(self) -> None:
-        """Drop the requests in flight and put the stream back where the oldest was drawn."""
-        point = self.queue.resume_point()
-        self.queue.clear()
-        if point is not None:
-            self.stream.load_state_dict(point[0])
-            self.queue.next_index = point[1]
-
-    def _take(self, timer: PhaseTimer):
-        """Wait for the oldest request in flight; after a rollout actor died, recover it and submit
-        every request in flight again. Returns (request, collected output with groups)."""
-        import ray
-
-        self.queue.fill(1)
-        request = self.queue.pop()
-        with timer("wait_rollout"):
-            try:
-                out = self.rollout.collect(request.handle)
-            except ray.exceptions.RayActorError as e:
-                self._recover_rollout(e)
-                self.queue.resubmit(first=request)
-                request = self.queue.pop()
-                out = self.rollout.collect(request.handle)
-        return request, self._groups(request.rows, out)
-
-    def collect_async(self, timer: PhaseTimer) -> tuple[list[Group], Collected]:
-        """Take generated requests from the buffer (oldest first), refill it to `max_staleness`
-        requests so generation goes on while this step verifies and trains, score, drop groups older
-        than `max_staleness` versions (unless stale_groups='keep'), and apply dynamic sampling."""
-        t = self.cfg.trainer
-        kept: list[Group] = []
-        got = Collected()
-        for r in range(self._rounds()):
-            request, out = self._take(timer)
-            self.queue.fill(t.max_staleness)
-            with timer("verify"):
-                self.verify(request.rows, out["groups"], f"a{request.index}")
-            self.samples.write(self.step_idx + 1, "train", request.rows, out["groups"])
-            self._account(got, out)
-            groups = out["groups"]
-            if t.stale_groups == "drop":
-                fresh = [g for g in groups if self.version - g[0].weight_version <= t.max_staleness]
-                got.stale_dropped += len(groups) - len(fresh)
-                groups = fresh
-            kept.extend(self._keep(groups))
-            if len(kept) >= self.cfg.trainer.prompts_per_step or self.stop_reason:
-                break
-        got.in_flight = len(self.queue)
-        return kept[: self.cfg.trainer.prompts_per_step], got
-
-    def _confirm_push(self, wait: bool) -> None:
-        """Confirm the last weight push (`wait`: block until it landed; it normally has, since each
-        engine loads it right after the request it was running). A load that failed because a rollout
-        actor died triggers that actor's recovery and a new submission of the requests in flight."""
-        import ray
-
-        push = self.pending_push
-        if push is None or not (wait or push.done()):
-            return
-        self.pending_push = None
-        try:
-            self.last_push_metrics = push.wait()
-        except ray.exceptions.RayActorError as e:
-            self._recover_rollout(e)
-            self.queue.resubmit()
-
-    # ---- learning ----------------------------------------------------------------------------
     def train(self, groups: list[Group]) -> dict:
+        """One learner step on the groups' Episodes; the learner's metrics."""
         from forkrl.orchestrator.batching import pack_batch
 
         episodes = [ep for g in groups for ep in g]
@@ -555,147 +263,42 @@ class Trainer:
             episodes.sort(key=lambda ep: len(ep.prompt_ids) + len(ep.response_ids))
         batch = pack_batch(episodes, self.pad_id, self.cfg.rollout.temperature,
                            mask_truncated=self.cfg.algorithm.overlong.mode == "mask")
-        with self._learner_phase():
-            return self.learner.train_step(batch)
+        every = self.cfg.learner.mechanism_every  # the step being trained is step_idx + 1
+        measure = bool(every) and (self.step_idx + 1) % every == 0
+        with self.recovery.learner_phase(self.learner):
+            return self.learner.train_step(batch, measure_mechanism=measure)
 
-    def push_weights(self, wait: bool = True) -> dict:
-        """Bump the version and send the new weights. `wait=False` (async mode): the engines load them
-        after their in-flight request and the learner goes on at once; the metrics reported are those
-        of the previous push, confirmed by now."""
-        if wait:
-            with self._learner_phase():
-                return self.pusher.push()
-        self._confirm_push(wait=True)
-        with self._learner_phase():
-            self.pending_push = self.pusher.push(wait=False)
-        return dict(self.last_push_metrics, **{"sync/version": float(self.pending_push.version)})
+    def push_weights(self) -> dict:
+        """Bump the version, send the new weights and wait until every engine holds them (the async
+        loop sends without waiting: AsyncLoop.push_weights)."""
+        with self.recovery.learner_phase(self.learner):
+            return self.pusher.push()
 
-    # ---- one step ----------------------------------------------------------------------------
     def step(self) -> dict[str, float] | None:
-        """One synchronous training step; None when a stop was requested before training (the step is
-        abandoned: the learner has not moved, so the checkpoint of the step's start state is exact)."""
-        timer = PhaseTimer()
-        t0 = time.perf_counter()
-        groups, got = self.collect(timer)
-        if self.stop_reason:
-            return None
-        m = self._rollout_metrics(got)  # before the push bumps the version
-        if groups:
-            with timer("advantages"):
-                self.advantages(groups)
-            with timer("train"):
-                train = self.train(groups)
-            with timer("push_weights"):
-                m.update(self.push_weights())
-            m.update(self._train_metrics(train))
-        return self._step_metrics(m, timer, t0, groups, got)
-
-    def step_async(self) -> dict[str, float] | None:
-        """One asynchronous step: the rollout actors keep generating the buffered requests while this
-        step scores, trains and pushes (without waiting for the engines to load). None as in `step`."""
-        timer = PhaseTimer()
-        t0 = time.perf_counter()
-        self._confirm_push(wait=False)
-        groups, got = self.collect_async(timer)
-        if self.stop_reason:
-            return None
-        m = self._rollout_metrics(got)
-        m.update(self._staleness_metrics(groups, got))
-        if groups:
-            with timer("advantages"):
-                self.advantages(groups)
-            with timer("train"):
-                train = self.train(groups)
-            with timer("push_weights"):
-                m.update(self.push_weights(wait=False))
-            m.update(self._train_metrics(train))
-        return self._step_metrics(m, timer, t0, groups, got)
-
-    def _train_metrics(self, train: dict) -> dict[str, float]:
-        m = {f"train/{k}": v for k, v in train.items() if isinstance(v, (int, float))}
-        if "entropy" in train:
-            m["policy/entropy"] = train["entropy"]
-        m["train/tokens_per_s"] = train.get("tokens_per_s", float("nan"))
-        return m
-
-    def _staleness_metrics(self, groups: list[Group], got: Collected) -> dict[str, float]:
-        """Versions between the learner and the trained groups (min/mean/max), groups dropped as too
-        old, and the requests left in flight while this step trains."""
-        m = {"staleness/dropped_groups": float(got.stale_dropped), "buffer/depth": float(got.in_flight)}
-        if groups:
-            ages = [self.version - g[0].weight_version for g in groups]
-            m.update({"staleness/min": float(min(ages)), "staleness/mean": float(np.mean(ages)),
-                      "staleness/max": float(max(ages))})
-        return m
-
-    def _step_metrics(self, m: dict[str, float], timer: PhaseTimer, t0: float, groups: list[Group],
-                      got: Collected) -> dict[str, float]:
-        wall = time.perf_counter() - t0
-        m["step/groups_trained"] = float(len(groups))
-        m["step/weight_version"] = float(self.version)
-        m["fault/learner_restarts"] = float(self.learner_restarts)
-        for name, sec in timer.seconds.items():
-            m[f"time/{name}"] = sec
-        m["time/step"] = wall
-        # Fraction of the step's wall time each role computed (async: a request consumed now may have
-        # been generated during the previous step, so the rollout's figure is an estimate, capped at 1).
-        learner_s = m.get("train/train_seconds", 0.0) + timer.seconds.get("push_weights", 0.0)
-        m["role/rollout_busy_frac"] = min(1.0, got.busy_seconds / self.cfg.rollout.num_actors / max(wall, 1e-9))
-        m["role/learner_busy_frac"] = min(1.0, learner_s / max(wall, 1e-9))
-        m["role/verifier_busy_frac"] = min(1.0, timer.seconds.get("verify", 0.0) / max(wall, 1e-9))
-        stats = self.pool.stats()
-        m.update({f"verify/{k}": float(v) for k, v in stats.items() if isinstance(v, (int, float))})
-        return m
-
-    def _rollout_metrics(self, got: Collected) -> dict[str, float]:
-        episodes = [ep for g in got.seen for ep in g]
-        rew = torch.tensor([ep.reward for ep in episodes]) if episodes else torch.zeros(1)
-        lens = torch.tensor([float(len(ep.response_ids)) for ep in episodes]) if episodes else torch.zeros(1)
-        return {
-            "reward/mean": float(rew.mean()), "reward/std": float(rew.std()) if rew.numel() > 1 else 0.0,
-            "reward/accuracy": float(np.mean([ep.correct for ep in episodes])) if episodes else 0.0,
-            "reward/zero_variance_groups": float(sum(1 for g in got.seen if len({ep.reward for ep in g}) <= 1)),
-            "response/length_mean": float(lens.mean()),
-            "response/truncated_frac": float(np.mean([ep.truncated for ep in episodes])) if episodes else 0.0,
-            "rollout/tokens": float(got.tokens),
-            "rollout/tokens_per_s": got.tokens / max(got.seconds, 1e-9),
-            "rollout/staleness": float(self.version - min((ep.weight_version for ep in episodes), default=0)),
-            **verdict_fractions(episodes),
-        }
+        """One training step of the run's mode (see orchestrator.loops)."""
+        return self.loop.step()
 
     # ---- evaluation --------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         """Greedy pass@1 on the held-out prompts with the learner's current weights (in async mode the
-        request queues behind the buffered ones, after the latest weight load)."""
+        request queues behind the buffered ones, after the latest weight load), and pass@k when asked."""
         if not self.eval_rows:
             return {}
-        out = self.generate(self.eval_rows, seed=12345, n=1, temperature=self.cfg.eval.temperature)
-        self.verify(self.eval_rows, out["groups"], f"eval{self.step_idx}")
-        self.samples.write(self.step_idx, "eval", self.eval_rows, out["groups"])
-        episodes = [ep for g in out["groups"] for ep in g]
-        m = {"eval/accuracy": float(np.mean([ep.correct for ep in episodes])),
-             "eval/reward_mean": float(np.mean([ep.reward for ep in episodes])),
-             "eval/response_length": float(np.mean([len(ep.response_ids) for ep in episodes])),
-             **verdict_fractions(episodes, prefix="eval/verdict/")}
-        e = self.cfg.eval
+        groups, _ = self.generate(self.eval_rows, seed=12345, n=1, temperature=self.cfg.eval.temperature)
+        self.verify(self.eval_rows, groups, f"eval{self.step_idx}")
+        self.samples.write(self.step_idx, "eval", self.eval_rows, groups)
+        m = eval_metrics(groups)
+        e, sampled = self.cfg.eval, None
         if e.pass_k:
             from forkrl.orchestrator.evaluation import pass_at_k_metrics, resolve_sample_temperature
 
             temp = resolve_sample_temperature(e.sample_temperature, self.cfg.rollout.temperature)
-            out = self.generate(self.eval_rows, seed=54321, n=e.samples_per_prompt, temperature=temp)
-            self.verify(self.eval_rows, out["groups"], f"passk{self.step_idx}")
-            m.update(pass_at_k_metrics([[bool(ep.correct) for ep in g] for g in out["groups"]], e.pass_k))
+            sampled, _ = self.generate(self.eval_rows, seed=54321, n=e.samples_per_prompt, temperature=temp)
+            self.verify(self.eval_rows, sampled, f"passk{self.step_idx}")
+            m.update(pass_at_k_metrics([[bool(ep.correct) for ep in g] for g in sampled], e.pass_k))
+        with open(self.run_dir / "eval_problems.jsonl", "a") as f:  # per-problem results (compare bench)
+            f.writelines(json.dumps(r) + "\n" for r in problem_rows(self.step_idx, groups, sampled))
         return m
-
-    def _entropy_law(self, m: dict[str, float]) -> dict[str, float]:
-        """Fit R = -a exp(H) + b over the run so far (Cui et al.); b - a is the predicted ceiling."""
-        from forkrl.orchestrator.entropy_law import fit_entropy_law
-
-        fit = fit_entropy_law([h for h, _ in self.eval_history], [r for _, r in self.eval_history])
-        if not fit:
-            return {}
-        return {"entropy_law/a": fit["a"], "entropy_law/b": fit["b"], "entropy_law/ceiling": fit["ceiling"],
-                "entropy_law/r2": fit["r2"]}
 
     # ---- the run -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -713,16 +316,16 @@ class Trainer:
         if cfg.eval.at_start and cfg.eval.every_steps and self.step_idx == 0:
             ev = self.evaluate()
             self.metrics.log(0, ev)
-            log.info("step 0 eval: %s", _fmt(ev))
+            log.info("step 0 eval: %s", fmt(ev))
         self.bar = _progress(cfg, self.step_idx)
         while self.step_idx < cfg.trainer.steps and not self.stop_reason:
             try:
                 self._advance()
             except LearnerFailed as e:
-                self._recover_learner(e)
+                self.recovery.learner_failed(e, self.step_idx + 1)
         if self.bar is not None:
             self.bar.close()
-        self._confirm_push(wait=True)  # async: the engines end on the final weights, errors surface here
+        self.loop.close()
         summary = {"steps": self.step_idx, "seconds": time.perf_counter() - t_start,
                    "run_dir": self.storage.location, "plot": None, "stopped": self.stop_reason}
         if self.stop_reason:
@@ -741,7 +344,7 @@ class Trainer:
 
         cfg = self.cfg
         start = self._state()
-        m = self.step_async() if cfg.trainer.mode == "async" else self.step()
+        m = self.step()
         if m is None:  # stopped before training: checkpoint the step's start state
             path = self._save(start)
             log.info("checkpoint %s (step %d abandoned before training)", path, self.step_idx + 1)
@@ -764,15 +367,15 @@ class Trainer:
             ev = self.evaluate()
             if ev and not math.isnan(self.last_entropy):
                 self.eval_history.append((self.last_entropy, ev["eval/accuracy"]))
-            ev.update(self._entropy_law(m))
+            ev.update(entropy_law_metrics(self.eval_history))
             m.update(ev)
         self.metrics.log(self.step_idx, m)
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix_str(_fmt({k: m[k] for k in ("reward/mean", "policy/entropy", "eval/accuracy",
-                                                                "time/step") if k in m}))
+            self.bar.set_postfix_str(fmt({k: m[k] for k in ("reward/mean", "policy/entropy", "eval/accuracy",
+                                                               "time/step") if k in m}))
         else:
-            log.info("step %d: %s", self.step_idx, _fmt(m))
+            log.info("step %d: %s", self.step_idx, fmt(m))
         every = cfg.checkpoint.every_steps
         if (every and self.step_idx % every == 0) or self.step_idx == cfg.trainer.steps:
             log.info("checkpoint %s", self._save())
@@ -784,7 +387,7 @@ class Trainer:
         from forkrl.orchestrator.entropy_control import with_actuator
 
         ec = self.cfg.algorithm.entropy_control
-        with self._learner_phase():
+        with self.recovery.learner_phase(self.learner):
             self.learner.set_loss(with_actuator(self.cfg.learner.loss, ec.actuator, self.controller.value))
 
     def _finish(self) -> str | None:
@@ -794,7 +397,7 @@ class Trainer:
 
         if self.cfg.checkpoint.save_hf_at_end:
             final = self.run_dir / "final_model"
-            save_on_nodes(self.learner.actors, self.learner_nodes, final, lambda actor, d: actor.save_hf.remote(d))
+            save_on_nodes(self.placement["learner"], final, self.learner.save_hf)
             self.storage.push_dir(final)
         if not self.cfg.logging.plot:
             return None
@@ -815,7 +418,3 @@ def _progress(cfg: JobConfig, start: int):
     from tqdm import tqdm
 
     return tqdm(total=cfg.trainer.steps, initial=start, desc="forkrl", unit="step", dynamic_ncols=True)
-
-
-def _fmt(m: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:.4g}" for k, v in m.items())

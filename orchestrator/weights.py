@@ -4,12 +4,16 @@
 sets it and sends (after a checkpoint load). An engine's `RolloutWorker.weight_version` only records
 which of these versions it holds.
 
-Transports: 'collective' (a broadcast group of learner rank 0 + every engine worker: gloo on CPU,
-NCCL on GPU) and 'object_store' (one ray.put per bucket; each actor pulls). If the collective
-group cannot be formed, or a receiver dies during a push, the pusher switches to the object store for
+The transport is `learner.weight_sync.transport`, one of `common.transports.TRANSPORTS` (the interface:
+`common.transport`): 'collective' (a broadcast group of learner rank 0 + every engine worker: gloo on
+CPU, NCCL on GPU) or 'object_store' (one ray.put per bucket; each actor fetches). The pusher opens a
+link (`Transport.setup`, then the sender on learner rank 0 and a receiver in every engine worker) and
+drives each push the same way whatever the transport; only whether the receivers run with the sender
+(`streams`) or after it, with its payload, differs. If the link cannot be opened, or a push over it
+fails (a receiver died), the pusher switches to the object store (`common.transports.FALLBACK`) for
 good and says so. A rollout actor that Ray restarted (fresh engine, initial weights) is brought up to
 date through the object store (`recover`). After the learner group was restarted, `rebind_learner`
-forms the broadcast group again.
+opens the configured link again.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import time
 import ray
 
 from forkrl.actors.rollout import RolloutGroup
+from forkrl.common.transport import Transport
+from forkrl.common.transports import FALLBACK, transport_class
 from forkrl.learner.config import WeightSyncConfig
 from forkrl.learner.group import LearnerGroup
 
@@ -27,13 +33,14 @@ log = logging.getLogger("forkrl.weights")
 
 class PendingPush:
     """A push that was sent but not yet confirmed. `wait()` returns its sync metrics (after switching
-    to the object store and re-sending if a collective receiver died) and raises any other error of
-    any learner rank or rollout actor; `done()` answers without blocking."""
+    to the object store and re-sending if the link failed) and raises any other error of any learner
+    rank or rollout actor; `done()` answers without blocking."""
 
     def __init__(self, pusher: "WeightPusher", version: int, started: float, refs: list,
-                 collective: bool, nbytes: int = 0) -> None:
+                 link: Transport, nbytes: int | None = None) -> None:
         self.version, self.started, self.refs = version, started, refs  # refs: every rank's and actor's
-        self.collective, self.nbytes = collective, nbytes  # nbytes: known at send for the object store
+        self.link = link  # the link it went over
+        self.nbytes = nbytes  # known at send when the sender handed over a payload; else rank 0's result
         self._pusher = pusher
         self._metrics: dict[str, float] | None = None
 
@@ -52,27 +59,39 @@ class PendingPush:
 
 class WeightPusher:
     def __init__(self, learner: LearnerGroup, rollout: RolloutGroup, cfg: WeightSyncConfig, backend: str):
+        """backend: learner.weight_sync.backend resolved (`LearnerConfig.resolve_sync_backend()`)."""
         self.learner, self.rollout, self.cfg, self.backend = learner, rollout, cfg, backend
         self.version = 0  # the engines start from the learner's initial weights
         self._pending: PendingPush | None = None
         self._connect()
 
-    def _connect(self) -> None:
-        self.plan = self.learner.weight_plan()
-        self.transport = self.cfg.transport
-        if self.transport == "collective":
-            try:
-                self._init_group()
-            except Exception as e:  # noqa: BLE001 - any rendezvous failure: degrade, do not die
-                log.warning("collective weight group failed (%s); falling back to the Ray object store", e)
-                self.transport = "object_store"
+    @property
+    def transport(self) -> str:
+        """The name of the transport pushes go over now (the configured one, or the fallback's)."""
+        return self.link.name
 
-    def _init_group(self) -> None:
-        host, port = self.learner.weight_group_address()
-        world = 1 + self.rollout.num_receiver_ranks
-        refs = [self.learner.init_weight_group(host, port, world)]
-        refs += self.rollout.init_weight_group_refs(host, port, self.backend, self.cfg.timeout_s)
-        ray.get(refs, timeout=self.cfg.timeout_s)
+    def _connect(self) -> None:
+        """Open the configured link; if that fails (and it is not the fallback already), the fallback."""
+        self.plan = self.learner.weight_plan()
+        kind = transport_class(self.cfg.transport)
+        try:
+            self._open(kind)
+        except Exception as e:  # noqa: BLE001 - any rendezvous failure: degrade, do not die
+            if kind is FALLBACK:
+                raise
+            log.warning("%s weight link failed (%s); falling back to the Ray object store", kind.name, e)
+            self._open(FALLBACK)
+
+    def _open(self, kind: type[Transport]) -> None:
+        """Set up a link of `kind` and build both ends: the sender on learner rank 0, a receiver in
+        every engine worker, all at once (a broadcast group forms only when every rank joined).
+        Waits at most weight_sync.timeout_s, except for the fallback: opening it needs no peer, but
+        on a live actor it queues behind a failed link's pending task (issue 23 bounds those)."""
+        link = kind.setup(address=self.learner.sender_address, receivers=self.rollout.num_receiver_ranks,
+                          backend=self.backend, timeout_s=self.cfg.timeout_s)
+        refs = [self.learner.open_weight_sender(link)] + self.rollout.open_weight_receivers(link)
+        ray.get(refs, timeout=None if kind is FALLBACK else self.cfg.timeout_s)
+        self.link = link
 
     def push(self, *, wait: bool = True) -> dict[str, float] | PendingPush:
         """Bump `version` and send the learner's current weights as that version.
@@ -103,15 +122,19 @@ class WeightPusher:
             self._pending.wait()
             self._pending = None
 
-    def _send(self, version: int) -> PendingPush:
+    def _send(self, version: int, actors=None) -> PendingPush:
+        """Send the learner's weights as `version` over the current link, to every actor (or `actors`,
+        for a link that does not stream: a broadcast needs every receiver)."""
         started = time.perf_counter()
-        if self.transport == "collective":
-            recv = self.rollout.receive_broadcast_refs(self.plan, version)
-            pending = PendingPush(self, version, started, self.learner.broadcast_weights() + recv, True)
-        else:
-            exp = self.learner.export_weights_refs()
-            loads = self.rollout.load_from_object_store_refs(exp["plan"], exp["refs"], version)
-            pending = PendingPush(self, version, started, loads, False, exp["bytes"])
+        name = self.link.name
+        sent = self.learner.send_weights(name)  # one ref per learner rank, rank 0's first
+        if self.link.streams:  # the receivers take part in the send: submit theirs before waiting
+            recv = self.rollout.receive_weights_refs(self.plan, version, name, [])
+            pending = PendingPush(self, version, started, sent + recv, self.link)
+        else:  # the sender hands over a payload: it is sent once every rank is through
+            head = ray.get(sent)[0]
+            recv = self.rollout.receive_weights_refs(self.plan, version, name, head["payload"], actors)
+            pending = PendingPush(self, version, started, recv, self.link, head["bytes"])
         self._pending = pending
         return pending
 
@@ -119,44 +142,46 @@ class WeightPusher:
         try:
             results = ray.get(pending.refs)
         except (ray.exceptions.RayError, RuntimeError) as e:
-            if not pending.collective:
+            if isinstance(pending.link, FALLBACK):
                 raise
-            # A receiver died (Ray restarts it with the initial weights) and the group is gone with
-            # it: every actor gets this version through the object store from now on.
-            log.warning("collective weight push failed (%s); switching to the Ray object store",
-                        str(e).splitlines()[0][:200])
+            # A receiver died (Ray restarts it with the initial weights) and the link is gone with
+            # it (the sender raised WeightSendFailed, or a receiver's task failed): every actor gets
+            # this version through the object store from now on.
+            log.warning("%s weight push failed (%s); switching to the Ray object store",
+                        pending.link.name, str(e).splitlines()[0][:200])
             self._fall_back()
             return self._send(pending.version).wait()  # reaches every actor, the restarted one too
         finally:
             if self._pending is pending:
                 self._pending = None
-        nbytes = results[0]["bytes"] if pending.collective else pending.nbytes  # [0]: learner rank 0
+        nbytes = results[0]["bytes"] if pending.nbytes is None else pending.nbytes  # [0]: learner rank 0
         dt = time.perf_counter() - pending.started
         return {"sync/seconds": dt, "sync/bytes": float(nbytes),
                 "sync/gb_per_s": nbytes / 1e9 / max(dt, 1e-9), "sync/version": float(pending.version)}
 
     def rebind_learner(self, learner: LearnerGroup) -> None:
-        """Push from a restarted learner group: the old broadcast group died with its rank 0, so the
-        engines join a new one with the new rank 0 (or the object store carries pushes, as at start)."""
+        """Push from a restarted learner group: the old link died with its rank 0, so the engines
+        join a new one with the new rank 0 (or the object store carries pushes, as at start)."""
         self._pending = None  # its learner is gone; restore() re-sends
         self.learner = learner
         self._connect()
 
     def recover(self) -> int:
-        """After a rollout actor died: wait for Ray's restart, drop the (now broken) collective group
-        for the object store, and bring lagging actors to the current version. Returns how many."""
-        self._pending = None  # whatever it reached, refresh_stale brings every actor to `version`
+        """After a rollout actor died: wait for Ray's restart, drop the (now broken) link for the
+        object store, and bring lagging actors to the current version. Returns how many."""
+        self._pending = None  # whatever it reached, _refresh_stale brings every actor to `version`
         self._fall_back()
-        return self.refresh_stale()
+        return self._refresh_stale()
 
     def _fall_back(self) -> None:
+        """Wait for Ray to restart a dead actor, then open the fallback link on every end."""
         self.rollout.wait_restarted()
-        self.transport = "object_store"
+        self._open(FALLBACK)
 
-    def refresh_stale(self) -> int:
-        """Reload actors whose weight version lags (e.g. restarted by Ray); returns how many."""
+    def _refresh_stale(self) -> int:
+        """Reload actors whose weight version lags (e.g. restarted by Ray) over the fallback link
+        (which reaches any subset of actors, unlike a broadcast); returns how many."""
         stale = [a for a, v in zip(self.rollout.actors, self.rollout.weight_versions()) if v != self.version]
         if stale:
-            exp = self.learner.export_weights_refs()
-            self.rollout.load_from_object_store(exp["plan"], exp["refs"], self.version, actors=stale)
+            self._send(self.version, actors=stale).wait()
         return len(stale)

@@ -55,6 +55,14 @@ class CodeRewardConfig(BaseModel):
     tmpfs, own pid/net/ipc namespaces), else a logged WARNING and the weaker fallback (rlimits, private uid,
     netns; host files readable); bwrap: refuse to score code without bubblewrap; fallback: force the
     weaker mode (benchmarks, hosts known to lack user namespaces)."""
+    max_record_bytes: int = Field(64 << 10, ge=1024)
+    """Longest record the code harness may write per test case (a returned value, encoded). A longer value
+    counts as raised; a longer line is refused unparsed, which bounds the time a forged record costs."""
+    unjudgeable: Literal["skip", "score"] = "skip"
+    """A code problem with a test case that reads none of the candidate's names passes or fails whatever the
+    answer. skip: score it 0 with reason "skipped: unjudgeable ..." without running it (counted as the
+    metric verdict/skipped; every sample of the prompt gets 0, so GRPO gives the group no advantage);
+    score: run and score it anyway."""
 
 
 class RewardConfig(BaseModel):

@@ -29,10 +29,12 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import RayActorError
 
+from forkrl.common.episode import Episode
+
 from .config import RewardConfig
 from .ledger import Ledger
 from .sandbox import sweep_stale_dirs
-from .types import Sample, Score
+from .types import Reference, Sample, Score, record_scores, samples_of_groups
 from .verifier import Verifier
 
 
@@ -119,6 +121,11 @@ class VerifierPool:
         self._stats["samples"] += len(samples)
         self._stats["score_s"] += time.monotonic() - t0
         return book.scores()
+
+    def score_groups(self, groups: list[list[Episode]], refs: list[Reference], tag: str) -> None:
+        """Score rollout Episodes in place (reward, correct, extracted, verdict), each group against its
+        prompt's Reference: the Episode -> Sample conversion of the verifier boundary."""
+        record_scores(groups, self.score(samples_of_groups(groups, refs, tag)))
 
     def stats(self) -> dict[str, float]:
         """Counters since the last call (samples, user_errors, timeouts, worker_deaths, retries, ...)."""

@@ -61,6 +61,3 @@ class Verifier:
             return to_score(sample, self._fn(sample))
         except BaseException as e:  # sys.exit() in user code must not end the worker
             return _crash(sample, e, "function")
-
-    def score_batch(self, samples: list[Sample]) -> list[Score]:
-        return [self.score(s) for s in samples]

@@ -50,7 +50,15 @@ MODULES=(
   "orchestrator/checkpoint.py|tests/test_checkpoint.py"
   "rewards/ledger.py|tests/test_rewards_ledger.py"
   "rewards/math_verifier.py|tests/test_rewards_math.py tests/test_rewards_math_adversarial.py"
+  "rewards/math_extract.py|tests/test_rewards_math.py tests/test_rewards_math_adversarial.py"
+  "rewards/math_guards.py|tests/test_rewards_math_guards.py tests/test_rewards_math_adversarial.py"
+  "rewards/math_clean.py|tests/test_rewards_math_clean.py tests/test_rewards_math_adversarial.py"
+  "rewards/math_words.py|tests/test_rewards_math_words.py tests/test_rewards_math_adversarial.py"
+  "rewards/math_normalize.py|tests/test_rewards_math.py tests/test_rewards_math_adversarial.py"
+  "rewards/math_equivalence.py|tests/test_rewards_math.py tests/test_rewards_math_adversarial.py"
   "rewards/code_verifier.py|tests/test_rewards_code_units.py tests/test_rewards_code.py tests/test_rewards_code_adversarial.py"
+  "rewards/code_cases.py|tests/test_rewards_code_units.py"
+  "rewards/code_records.py|tests/test_rewards_code_units.py"
 )
 
 if ! "$VENV/bin/python" -c "import pytest_gremlins" 2>/dev/null; then
@@ -66,9 +74,6 @@ fi
 mkdir -p "$OUT" "$ROOT/.cache/mutation"
 WORK=$(mktemp -d "$ROOT/.cache/mutation/run.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-# mktemp makes it 0700; the sandbox's fallback runs programs as another uid, and one code-verifier test
-# (a cheat that reads the test file, which must work where host files are visible) needs to read it.
-chmod 755 "$WORK"
 if [ -n "${MUTATION_REV:-}" ]; then
   git archive "$MUTATION_REV" | tar -xf - -C "$WORK"
 else
@@ -93,7 +98,7 @@ for entry in "${MODULES[@]}"; do
       --timeout "$TIMEOUT" --out "$report" > "$OUT/last.log" 2>&1) || true
   if [ -f "$report" ]; then
     reports+=("$module=$report")
-    tail -n +1 "$OUT/last.log" | head -1
+    head -n 1 "$OUT/last.log"  # no pipe: under pipefail a closed pipe (SIGPIPE, rc 141) ended the whole run
   else
     echo "  no report: the baseline test run failed; tail of $OUT/last.log:"
     tail -20 "$OUT/last.log" | sed 's/^/  | /'

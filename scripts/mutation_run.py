@@ -112,9 +112,30 @@ def _run(gremlin_id, tests, timeout, recorder=None, result_file=None) -> tuple[s
         time.sleep(0.02)
 
 
+def _import_from_snapshot(root: Path) -> None:
+    """Import every `forkrl.<role>...` module from the snapshot under `root`, not from the editable
+    install (which points at the live checkout, where others may be editing): the same folder mapping
+    as pyproject's package-dir (forkrl.<role> -> <role>/), as a finder ahead of the installed one."""
+    import importlib.abc
+    import importlib.util
+    from importlib.machinery import PathFinder
+
+    class Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path=None, target=None):
+            parts = fullname.split(".")
+            if parts[0] != "forkrl" or len(parts) < 2 or not (root / parts[1]).is_dir():
+                return None
+            if len(parts) == 2:
+                return importlib.util.spec_from_file_location(
+                    fullname, root / parts[1] / "__init__.py", submodule_search_locations=[str(root / parts[1])])
+            return PathFinder.find_spec(fullname, [str(root.joinpath(*parts[1:-1]))])
+
+    sys.meta_path.insert(0, Finder())
+
+
 def _install_hook(modname: str, module_path: Path, tree: ast.Module) -> None:
     """Import `modname` from the instrumented tree, compiled under its real path (the tool's own import
-    hook compiles under the module name, which breaks `inspect.getsource`, used by rewards/code_verifier)."""
+    hook compiles under the module name, so tracebacks and `inspect.getsource` would not find the file)."""
     import importlib.abc
     from importlib.machinery import ModuleSpec
 
@@ -182,7 +203,8 @@ def main(argv: list[str]) -> int:
     module_path = (root / args.module).resolve()
     modname = "forkrl." + args.module[:-3].replace("/", ".")  # role folders install as forkrl.<role>
     gremlins, tree = transform_source(module_path.read_text(), str(module_path))
-    _install_hook(modname, module_path, ast.fix_missing_locations(tree))
+    _import_from_snapshot(root)
+    _install_hook(modname, module_path, ast.fix_missing_locations(tree))  # ahead of the snapshot finder
     _warm_up(root, args.tests)
 
     baseline = args.out.with_suffix(".lines.json")

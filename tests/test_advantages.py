@@ -1,4 +1,4 @@
-"""Group-relative advantages (ALGORITHMS.md §0, §5)."""
+"""Group-relative advantages (docs/ALGORITHMS.md §0, §5)."""
 import pytest
 import torch
 

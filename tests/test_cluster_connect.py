@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from forkrl.orchestrator.config import load_config
-from forkrl.orchestrator.trainer import connect_ray, ray_init_args
+from forkrl.orchestrator.startup import connect_ray, ray_init_args
 
 
 def _cfg(*overrides: str):
@@ -50,7 +50,7 @@ def test_a_stale_current_cluster_file_cannot_redirect_a_local_start(monkeypatch)
         (ray_dir / "ray_current_cluster").write_text(stale)
         # Plain ray.init() would follow the file to the dead cluster (and refuse num_cpus there):
         assert services.get_ray_address_from_environment(None, None) == stale
-        connect_ray(_cfg("cluster.num_cpus=1"))
+        connect_ray(_cfg("cluster.num_cpus=1"), Path(tmp))
         try:
             assert not ray.get_runtime_context().gcs_address.endswith(":1")  # not the stale cluster
             assert ray.get(ray.remote(lambda: 41 + 1).remote()) == 42

@@ -1,67 +1,30 @@
-"""bench/compare_methods.py's verdicts on the papers' claims, and its reading of runs at the horizon.
-
-The expected lines are written out by hand from the figures below: 64 held-out problems, GRPO's
-greedy pass@1 0.36 gives a noise band of 2 sqrt(0.36 * 0.64 / 64) = 0.12; its pass@8 0.50 gives
-2 sqrt(0.25 / 64) = 0.125."""
+"""bench/compare_methods.py and its modules (compare_runs, compare_read, compare_report) on small
+hand-made metrics files. Every expected figure is worked out in the test's docstring."""
 import json
 import math
 
+import pytest
+
 from bench_modules import load_bench
 
-cm = load_bench("compare_methods", "benchlib")
+cm = load_bench("compare_methods", "benchlib", "compare_stats", "compare_read", "compare_report", "compare_runs")
+rd = load_bench("compare_read")
+rp = load_bench("compare_report")
+runs = load_bench("compare_runs")
 
 NAN = float("nan")
 
 
-def run(h_end, acc_end, p8_end, acc0=0.16, p8_0=0.33, p8_best=NAN, h_start=NAN):
-    return {"h_end": h_end, "acc_end": acc_end, "p8_end": p8_end, "acc0": acc0, "p8_0": p8_0,
-            "p8_best": p8_end if p8_best != p8_best else p8_best, "h_start": h_start}
-
-
-def test_claims_verdicts_written_out():
-    res = {
-        ("grpo", 0): run(0.2, 0.36, 0.50, p8_best=0.6),
-        ("clip_cov", 0): run(2.5, 0.30, 0.70),    # 12.5x; pass@1 -0.06 within 0.12; pass@8 +0.20 better
-        ("kl_cov", 0): run(1.0, 0.20, 0.30),      # 5x; pass@1 -0.16 worse; pass@8 -0.20 worse
-        ("forking", 0): run(0.3, 0.50, 0.50),     # pass@1 +0.14 better; pass@8 equal
-    }
-    lines = cm.claims(res, num_prompts=64)
-    assert lines == [
-        "GRPO: held-out greedy pass@1 0.160 -> 0.360, pass@8 0.330 -> best 0.600 -> end 0.500, "
-        "policy entropy at the end 0.200.",
-        "Clip-Cov keeps entropy over 10x GRPO's: 2.500 vs 0.200 = 12.5x, holds; accuracy, equal or better: "
-        "greedy pass@1 0.300 vs 0.360 (-0.060, noise +-0.120): equal (within noise); "
-        "pass@8 0.700 vs 0.500 (+0.200, noise +-0.125): better.",
-        "KL-Cov keeps entropy over 10x GRPO's: 1.000 vs 0.200 = 5.0x, does not hold; accuracy, equal or "
-        "better: greedy pass@1 0.200 vs 0.360 (-0.160, noise +-0.120): worse; "
-        "pass@8 0.300 vs 0.500 (-0.200, noise +-0.125): worse.",
-        "Forking (top 20%) matches or beats full-token updates (against GRPO; DAPO clip-higher, the same "
-        "loss on all tokens, not finished yet): greedy pass@1 0.500 vs 0.360 (+0.140, noise +-0.120): "
-        "better; pass@8 0.500 vs 0.500 (+0.000, noise +-0.125): equal (within noise).",
-        "Set-point: not finished yet (no run at the horizon).",
-        "Composed: not finished yet (no run at the horizon).",
-    ]
-
-
-def test_claims_average_seeds_and_say_what_is_missing():
-    res = {("grpo", 0): run(0.1, 0.30, 0.50), ("grpo", 1): run(0.3, 0.42, 0.50),   # means 0.2, 0.36
-           ("setpoint", 0): run(0.8, 0.36, 0.55, p8_0=0.31)}
-    lines = cm.claims(res, num_prompts=64)
-    assert lines[0].endswith("policy entropy at the end 0.200.")
-    assert lines[1:4] == ["Clip-Cov: not finished yet (no run at the horizon).", "KL-Cov: not finished yet (no run at the horizon).", "Forking: not finished yet (no run at the horizon)."]
-    assert lines[4] == ("Set-point: pass@8 0.310 at step 0 -> 0.550 at the end; against GRPO: pass@8 0.550 vs "
-                        "0.500 (+0.050, noise +-0.125): equal (within noise); greedy pass@1 0.360 vs 0.360 "
-                        "(+0.000, noise +-0.120): equal (within noise).")
-    assert cm.claims({("clip_cov", 0): run(1, 0.3, 0.5)}, 64) == ["No GRPO run yet: nothing to compare against."]
-
-
-def test_composed_is_reported_against_grpo():
-    res = {("grpo", 0): run(0.2, 0.36, 0.50),
-           ("composed", 0): run(1.6, 0.20, 0.45)}   # 8x; pass@1 -0.16 worse; pass@8 -0.05 within 0.125
-    assert cm.claims(res, num_prompts=64)[-1] == (
-        "Composed (forking mask + KL-Cov + dynamic sampling; no paper claims it): entropy 1.600 = 8.0x "
-        "GRPO's; against GRPO: greedy pass@1 0.200 vs 0.360 (-0.160, noise +-0.120): worse; "
-        "pass@8 0.450 vs 0.500 (-0.050, noise +-0.125): equal (within noise).")
+def write_run(d, rows, evals=None):
+    """A run dir: metrics.jsonl from `rows`, samples.jsonl with one greedy eval row per (step, problem)."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if evals is not None:
+        lines = [json.dumps({"step": s, "kind": "eval", "prompt_id": p, "correct": bool(ok)})
+                 for s, probs in evals.items() for p, ok in probs.items()]
+        lines.append(json.dumps({"step": 1, "kind": "train", "prompt_id": "t0", "correct": True}))
+        (d / "samples.jsonl").write_text("\n".join(lines) + "\n")
+    return d
 
 
 def test_a_run_past_the_horizon_is_read_at_the_horizon(tmp_path):
@@ -70,12 +33,40 @@ def test_a_run_past_the_horizon_is_read_at_the_horizon(tmp_path):
             [(38, 0.3), (39, 0.2), (40, 0.1), (41, 5.0), (42, 5.0)]]
     rows[2].update({"eval/accuracy": 0.25, "eval/pass@8": 0.5})
     rows[4].update({"eval/accuracy": 0.75, "eval/pass@8": 0.9})
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    at = cm.summarise(tmp_path, None, upto=40)
+    write_run(tmp_path, rows)
+    at = rd.summarise(tmp_path, None, upto=40)
     assert (at["steps"], at["acc_end"], at["p8_end"]) == (40, 0.25, 0.5)
     assert abs(at["h_end"] - 0.2) < 1e-12          # mean of steps 38-40
-    past = cm.summarise(tmp_path, None)
+    past = rd.summarise(tmp_path, None)
     assert (past["steps"], past["acc_end"]) == (42, 0.75)
+
+
+def test_summary_of_law_mechanism_tracking_and_touched_tokens(tmp_path):
+    """Nine evaluations at steps 10..90 with H = 1.9 - 0.1 s/10 ... the first three on R = -0.1 e^H + 0.6,
+    so the law fits on steps [10, 20, 30] and predicts the final (H 1.0) as -0.1 e + 0.6 = 0.328172.
+    Mechanism on steps 1-4: dH (-0.1, -0.2, 0.1, -0.3), cov (0.2, 0.4, -0.2, 0.6): dH = -cov / 2
+    exactly, correlation -1; signs agree on 3 of the 4 logged. Set-point: target 1.0, H 1.5, 1.05,
+    0.95, 1.2 from step 1: first in band step 2, 2 of 3 in band. Clip-Cov zeroed 1% of 1000 tokens:
+    10 per step."""
+    rows = []
+    for s in range(1, 91):
+        h = 1.9 - 0.1 * (s // 10) if s >= 10 else 2.0
+        rows.append({"step": s, "policy/entropy": h, "time/step": 10.0, "train/train_loss_tokens": 1000.0,
+                     "train/frac_clip_cov_zeroed": 0.01})
+    for s in range(10, 91, 10):
+        h = rows[s - 1]["policy/entropy"]
+        rows[s - 1]["eval/accuracy"] = -0.1 * math.exp(h) + 0.6 if s <= 30 else 0.9
+    for s, (dh, cov, agree) in enumerate([(-0.1, 0.2, 1.0), (-0.2, 0.4, 1.0), (0.1, -0.2, 0.0), (-0.3, 0.6, 1.0)], 1):
+        rows[s - 1].update({"train/mechanism_entropy_change": dh, "train/mechanism_cov": cov,
+                            "train/mechanism_signs_agree": agree})
+    for s, h in enumerate([1.5, 1.05, 0.95, 1.2], 1):
+        rows[s - 1].update({"policy/entropy": h, "entropy_control/target": 1.0, "entropy_control/actuator": 0.002 * s})
+    s = rd.summarise(write_run(tmp_path, rows), None)
+    assert s["law"]["fit_steps"] == [10, 20, 30]
+    assert s["law"]["predicted_final"] == pytest.approx(-0.1 * math.e + 0.6)
+    assert s["mech_steps"] == 4 and s["mech_corr"] == pytest.approx(-1.0) and s["mech_agree"] == 0.75
+    assert (s["track"]["first_in_band"], s["track"]["scored"], s["track"]["in_band"]) == (2, 3, 2)
+    assert s["acted"] == "zeroed 10" and s["actuator_end"] == {"actuator": 0.008}
 
 
 def test_runs_without_their_own_step0_share_the_baselines():
@@ -85,54 +76,90 @@ def test_runs_without_their_own_step0_share_the_baselines():
     other = {"acc0": NAN, "p8_0": NAN, "acc_best": 0.1, "p8_best": 0.7,
              "curves": {"eval/accuracy": [(10, 0.1)], "eval/pass@8": [(10, 0.7)], "policy/entropy": []}}
     res = {("grpo", 0): base, ("clip_cov", 0): other}
-    cm.share_step0(res, base)
+    rd.share_step0(res, base)
     assert (other["acc0"], other["p8_0"], other["acc_best"], other["p8_best"]) == (0.15, 0.36, 0.15, 0.7)
     assert other["curves"]["eval/accuracy"] == [(0, 0.15), (10, 0.1)]
-    assert other["curves"]["eval/pass@8"] == [(0, 0.36), (10, 0.7)]
     assert base["curves"]["eval/accuracy"] == [(0, 0.15), (10, 0.4)]   # its own step 0, untouched
 
 
-def test_runs_short_of_the_horizon_are_left_out_of_the_claims():
-    res = {("grpo", 0): dict(run(0.2, 0.36, 0.50), steps=40),
-           ("kl_cov", 0): dict(run(3.0, 0.50, 0.70), steps=25),     # stopped at step 25
-           ("clip_cov", 0): dict(run(2.5, 0.30, 0.70), steps=41)}
-    done = cm.finished(res, 40)
-    assert sorted(done) == [("clip_cov", 0), ("grpo", 0)]
-    assert cm.finished(res, None) == res                              # no horizon fixed yet: all
-    lines = cm.claims(done, num_prompts=64)
-    assert lines[2] == "KL-Cov: not finished yet (no run at the horizon)."
+def test_runs_short_of_the_horizon_are_left_out():
+    res = {("grpo", 0): {"steps": 150}, ("kl_cov", 0): {"steps": 25}, ("clip_cov", 0): {"steps": 151}}
+    assert sorted(rd.finished(res, 150)) == [("clip_cov", 0), ("grpo", 0)]
+    assert rd.finished(res, None) == res
 
 
-def test_h_over_grpo_uses_finished_grpo_runs_only():
-    """GRPO seed 1 stopped at step 20 with entropy 0.9 (still falling): the ratio's denominator is
-    seed 0's 0.2 alone, not (0.2 + 0.9) / 2 = 0.55."""
-    res = {("grpo", 0): dict(run(0.2, 0.36, 0.50), steps=40),
-           ("grpo", 1): dict(run(0.9, 0.30, 0.55), steps=20),
-           ("clip_cov", 0): dict(run(2.5, 0.30, 0.70), steps=40)}
-    done = cm.finished(res, 40)
-    assert cm.baseline_entropy(done) == 0.2
-    assert math.isnan(cm.baseline_entropy({("clip_cov", 0): res[("clip_cov", 0)]}))
+def test_planned_runs_are_seed_major_and_one_seed_methods_run_once():
+    assert runs.planned_runs(["grpo", "setpoint", "setpoint_low"], [0, 1, 2]) == [
+        ("grpo", 0), ("setpoint", 0), ("setpoint_low", 0), ("grpo", 1), ("setpoint", 1), ("grpo", 2), ("setpoint", 2)]
 
 
-def test_forking_is_judged_against_dapo_clip_higher_once_it_finished():
-    """forking.yaml is DAPO clip-higher's loss with the 80/20 mask: that run is its full-token control.
-    Bands at DAPO's values: 2 sqrt(0.3 * 0.7 / 64) = 0.115, 2 sqrt(0.8 * 0.2 / 64) = 0.100."""
-    res = {("grpo", 0): run(0.2, 0.36, 0.50),
-           ("dapo_clip_higher", 0): run(0.25, 0.30, 0.80),
-           ("forking", 0): run(0.3, 0.50, 0.50)}
-    line = next(x for x in cm.claims(res, num_prompts=64) if x.startswith("Forking"))
-    assert line == ("Forking (top 20%) matches or beats full-token updates (against DAPO clip-higher, the "
-                    "same loss on all tokens): greedy pass@1 0.500 vs 0.300 (+0.200, noise +-0.115): better; "
-                    "pass@8 0.500 vs 0.800 (-0.300, noise +-0.100): worse.")
+def _res(h_end_by_run):
+    return {k: {"h_end": h, "h_ratio0": h / 2.0} for k, h in h_end_by_run.items()}
 
 
-def test_the_ratio_claims_reach_is_stated_when_10x_grpo_exceeds_the_starting_entropy():
-    res = {("grpo", 0): run(0.25, 0.36, 0.50, h_start=2.2), ("grpo", 1): run(0.23, 0.36, 0.50, h_start=2.3),
-           ("kl_cov", 0): run(0.75, 0.36, 0.50, h_start=2.25)}   # 0.75 / 0.24 = 3.1x
-    lines = cm.claims(res, num_prompts=64)
-    assert lines[2].startswith("KL-Cov keeps entropy over 10x GRPO's: 0.750 vs 0.240 = 3.1x, does not hold")
-    assert lines[3] == ("Reach of the ratio claim: 10x GRPO's end entropy is 2.400, above the policy's entropy "
-                        "at step 1 (2.250): at this horizon only a control that raises entropy above its "
-                        "start could meet it; the ratio can be tested only where GRPO's entropy falls much lower.")
-    res[("grpo", 0)], res[("grpo", 1)] = run(0.1, 0.36, 0.5, h_start=2.2), run(0.1, 0.36, 0.5, h_start=2.3)
-    assert not any(x.startswith("Reach") for x in cm.claims(res, num_prompts=64))   # 1.0 < 2.25
+def test_claims_pair_seeds_and_problems_and_say_when_nothing_pairs():
+    """Two seeds, four problems. Clip-Cov solves every problem at its end evaluation, GRPO none: the
+    difference is 1 in every cell, interval [1, 1]: better. KL-Cov equals GRPO cell by cell: [0, 0]:
+    equal within noise. Entropy: Clip-Cov 0.6 / 0.2 = 3 on seed 0, 0.4 / 0.1 = 4 on seed 1: mean 3.5,
+    range 3-4, under 10x on both. No pass@8 counts were logged: no interval, no verdict. GRPO seed 0's
+    step-0 evaluation (all solved) is left out of "best": only that run has one."""
+    probs = {p: 0 for p in "abcd"}
+    per = {("grpo", s): {10: dict(probs), 20: dict(probs)} for s in (0, 1)}
+    per.update({("clip_cov", s): {10: dict(probs), 20: {p: 1 for p in "abcd"}} for s in (0, 1)})
+    per.update({("kl_cov", s): {10: dict(probs), 20: dict(probs)} for s in (0, 1)})
+    per[("grpo", 0)][0] = {p: 1 for p in "abcd"}  # the base model's step 0: not a GRPO result to pair
+    per = {k: {st: {p: {"greedy": v} for p, v in pr.items()} for st, pr in d.items()} for k, d in per.items()}
+    res = _res({("grpo", 0): 0.2, ("grpo", 1): 0.1, ("clip_cov", 0): 0.6, ("clip_cov", 1): 0.4,
+                ("kl_cov", 0): 0.2, ("kl_cov", 1): 0.1})
+    lines = rp.claims(res, per, n_boot=200)
+    assert lines[0] == (
+        "Clip-Cov (scaled ratio): end entropy 3.50x GRPO's (seed-paired, 2 seed(s), range 3.00-4.00; the papers' "
+        ">10x does not hold); H_end/H_0 0.30, 0.20. "
+        "greedy pass@1 at end +1.000 [95% CI +1.000, +1.000; 2 seed(s) x 4 problems, paired]: better. "
+        "greedy pass@1 at best +1.000 [95% CI +1.000, +1.000; 2 seed(s) x 4 problems, paired]: better. "
+        "pass@8 at end: no per-problem results to pair (no interval, no verdict). "
+        "pass@8 at best: no per-problem results to pair (no interval, no verdict).")
+    assert "greedy pass@1 at end +0.000 [95% CI +0.000, +0.000; 2 seed(s) x 4 problems, paired]: " \
+           "equal within noise (the interval holds 0)." in lines[1]
+    assert rp.claims({("kl_cov", 0): {}}, {}) == ["No GRPO run yet: nothing to compare against."]
+
+
+def test_eval_problems_round_trip_through_the_archive_and_the_live_run_wins(tmp_path):
+    """The run's greedy verdicts come from samples.jsonl's eval rows (the train row is ignored); the
+    archive holds them as eval_problems.jsonl and reads back the same. discover prefers the live run."""
+    rows = [{"step": 1, "policy/entropy": 1.0, "time/step": 1.0}]
+    live = write_run(tmp_path / "out" / "grpo_s0", rows, evals={10: {"p1": 1, "p2": 0}})
+    got = rd.eval_problems(live)
+    assert got == {10: {"p1": {"greedy": 1}, "p2": {"greedy": 0}}}
+    arch = rd.archive_run(live, tmp_path / "archive" / "grpo_s0")
+    assert rd.eval_problems(arch) == got and (arch / "metrics.jsonl").read_text() == (live / "metrics.jsonl").read_text()
+    write_run(tmp_path / "archive" / "kl_cov_s1", rows)
+    found = rd.discover(tmp_path / "out", tmp_path / "archive", ["grpo", "kl_cov"])
+    assert found == {("grpo", 0): live, ("kl_cov", 1): tmp_path / "archive" / "kl_cov_s1"}
+
+
+def test_pass_at_k_scores_from_logged_counts():
+    """n 8, c 2: pass@8 = 1; n 8, c 0: 0; a problem without counts is left out."""
+    probs = {"a": {"greedy": 1, "n": 8, "c": 2}, "b": {"greedy": 0, "n": 8, "c": 0}, "c": {"greedy": 1}}
+    assert rd.scores(probs, "pass@8") == {"a": 1.0, "b": 0.0}
+    assert rd.scores(probs, "greedy") == {"a": 1.0, "b": 0.0, "c": 1.0}
+
+
+def test_reports_are_written_from_archived_runs(tmp_path):
+    """End to end from two archived runs: both documents and both plots exist, and the claims name
+    the set-point."""
+    for name, h, target in (("grpo_s0", 0.2, None), ("setpoint_s0", 1.0, 1.0)):
+        rows = [{"step": s, "policy/entropy": h, "time/step": 1.0, **({"entropy_control/target": target,
+                 "entropy_control/entropy_coef": 0.001, "entropy_control/command": 0.05} if target else {})}
+                for s in range(1, 21)]
+        for s in (10, 20):
+            rows[s - 1]["eval/accuracy"] = 0.5
+        write_run(tmp_path / "a" / name, rows, evals={10: {"p": 1}, 20: {"p": 1, "q": 0}})
+    found = rd.discover(tmp_path / "none", tmp_path / "a", ["grpo", "setpoint"])
+    res = {k: rd.summarise(d, None) for k, d in found.items()}
+    per = {k: rd.eval_problems(d) for k, d in found.items()}
+    lines = rp.write_reports(res, per, tmp_path / "r", ["header"], 20, n_boot=50)
+    assert lines[0].startswith("Set-point (target 1.0): end entropy 5.00x GRPO's")
+    for f in ("compare_methods.md", "compare_methods.png", "entropy_setpoint.md", "entropy_setpoint.png"):
+        assert (tmp_path / "r" / f).exists(), f
+    assert "| setpoint | 0 | 1.00 | 1 | 20 | 1.00 |" in (tmp_path / "r" / "entropy_setpoint.md").read_text()

@@ -1,5 +1,6 @@
 """The job config: every recipe and cluster YAML in the repo loads; bad input fails naming the field;
 every validation rule (field bounds, combination rules) has a case that fails when the rule is removed."""
+import os
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import forkrl.orchestrator.config as config_module
 from forkrl.learner.loss_config import KLCovLoss
 from forkrl.orchestrator.cli import main
 from forkrl.orchestrator.config import COMBINATION_RULES, ConfigError, JobConfig, _read_recipe, dump_config, load_config
+from forkrl.orchestrator.resolve import host_facts, resolve_job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +71,8 @@ def test_cluster_configs_parse_and_run_a_recipe(path, monkeypatch, capsys):
         monkeypatch.chdir(ROOT)
         assert main(["config", recipe, *entry[3:]]) == 0, capsys.readouterr().err
         cfg = JobConfig.model_validate(yaml.safe_load(capsys.readouterr().out))
-        assert cfg == load_config(ROOT / recipe, entry[3:])
+        loaded = load_config(ROOT / recipe, entry[3:])  # `forkrl config` prints it resolved for a local Ray
+        assert cfg == resolve_job(loaded, host_facts(loaded, {}, node_cpus=os.cpu_count() or 1, alive_nodes=1)).config
         groups = {g["groupName"]: g for g in doc["spec"]["rayClusterSpec"]["workerGroupSpecs"]}
         assert {"rollout", "learner"} <= set(groups)
         offered = {g: yaml.safe_load(yaml.safe_load(spec["rayStartParams"].get("resources", '"{}"')))
@@ -246,6 +249,7 @@ BOUNDS = [
     ("logging.run_name", "[r]", "r", []),
     ("logging.progress", "maybe", False, []),
     ("logging.plot", "maybe", False, []),
+    ("logging.verbose", "maybe", True, []),
     ("logging.ray_metrics", "maybe", False, []),
     ("logging.sample_prompts", -1, 0, []),
     ("logging.tensorboard", "maybe", True, []),
@@ -280,6 +284,7 @@ BOUNDS = [
     ("learner.micro_batch_size", 0, 1, []),
     ("learner.mini_batches", 0, 1, []),
     ("learner.epochs", 0, 1, []),
+    ("learner.mechanism_every", -1, 0, []),
     ("learner.logprob_chunk_size", 0, 1, []),
     ("learner.weight_sync.bucket_mb", 0, 0.5, []),
     ("learner.weight_sync.timeout_s", 0, 0.5, []),
@@ -459,15 +464,15 @@ def test_learner_section_defaults_and_resolved_values():
     assert LearnerConfig(gpus_per_rank=1, weight_sync={"backend": "gloo"}).resolve_sync_backend() == "gloo"
 
 
-def test_the_weight_push_travels_in_the_engines_dtype_unless_set():
-    from forkrl.orchestrator.trainer import learner_config
-
-    assert learner_config(load_config(None)).weight_sync.wire_dtype == "float32"  # CPU engines: fp32
-    bf16 = learner_config(load_config(None, ["rollout.dtype=bfloat16"]))
-    assert bf16.weight_sync.wire_dtype == "bfloat16"
-    assert bf16.micro_batch_size == load_config(None).learner.micro_batch_size  # nothing else changes
-    kept = load_config(None, ["rollout.dtype=bfloat16", "learner.weight_sync.wire_dtype=float32"])
-    assert learner_config(kept).weight_sync.wire_dtype == "float32"  # an explicit value wins
+def test_removed_fields_name_themselves_and_say_why():
+    """rollout.seed did nothing (every request carries its own seed) and data.shuffle_seed was never
+    read: an old recipe setting either is refused with the field and the reason."""
+    with pytest.raises(ConfigError, match=r"rollout: seed was removed: it had no effect on sampling, "
+                       r"since every generation request carries its own seed derived from trainer.seed"):
+        load_config(None, ["rollout.seed=3"])
+    with pytest.raises(ConfigError, match=r"data.arithmetic: shuffle_seed was removed: it was never read"):
+        load_config(None, ["data.shuffle_seed=1"])
+    assert "seed" not in load_config(None).rollout.model_dump()
 
 
 def test_loss_sections_are_frozen():

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import ValidationError
-
 from forkrl.orchestrator.data import (
     ArithmeticData,
     DataError,
@@ -22,9 +20,10 @@ from forkrl.orchestrator.data import (
     load_data,
     normalised_prompt,
     parse_data_config,
+    problem_key,
     problem_space,
 )
-from forkrl.orchestrator.data import _problem_key  # the generator's notion of "the same problem"
+from pydantic import ValidationError
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -32,14 +31,15 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 def _key(row) -> str:
     """Canonical problem of a generated row, parsed back from its expression text."""
     toks = row.meta["expr"].split()
-    return _problem_key([int(t) for t in toks[0::2]], toks[1::2])
+    return problem_key([int(t) for t in toks[0::2]], toks[1::2])
 
 
 def _assert_held_out(data, num_eval: int) -> None:
     assert data.overlap() == 0
     assert not {_key(r) for r in data.eval} & {_key(r) for r in data.train}
     assert len(data.eval) == num_eval
-    assert len({normalised_prompt(r.messages) for r in data.eval}) == num_eval  # distinct
+    assert len({normalised_prompt(r.messages) for r in data.eval}) == num_eval  # distinct prompts
+    assert len({_key(r) for r in data.eval}) == num_eval  # and distinct problems up to operand order
     assert data.reports[-1].splits[-1].in_train == 0
 
 
@@ -48,18 +48,19 @@ def test_default_recipe_eval_is_held_out():
     cfg = parse_data_config(section)
     data = load_data(cfg)
     _assert_held_out(data, cfg.num_eval)
-    # independently of _problem_key: no eval "a + b" is trained on as "b + a" either
+    # independently of problem_key: no eval "a + b" is trained on as "b + a" either
     trained = {r.meta["expr"] for r in data.train}
     assert not [r for r in data.eval if " + ".join(r.meta["expr"].split(" + ")[::-1]) in trained]
+    # a + b with a, b in 0..19: 20 * 20 = 400 prompts, 20 * 21 / 2 = 210 problems up to operand order
     space = problem_space(cfg)
-    assert space.total == 400 and 0 < space.held_out < space.total
-    # the log lines carry the split sizes and the overlap
+    assert (space.total, space.prompts) == (210, 400)
+    assert (space.held_out, space.held_out_prompts) == (68, 130)  # eval_fraction 0.35, split_seed 0
+    # the log lines carry the split sizes (problems and prompts) and the overlap, written out
     train_line, eval_line = (r.summary() for r in data.reports)
-    assert train_line.startswith("arithmetic[train]: 2000 rows ok, 0 skipped; train split: 2000 rows, ")
-    assert train_line.endswith(f"distinct prompts (of {space.train} possible)")
-    assert eval_line == (f"arithmetic[eval]: {cfg.num_eval} rows ok, 0 skipped; eval split: "
-                         f"{cfg.num_eval} rows, {cfg.num_eval} distinct prompts "
-                         f"(of {space.held_out} possible), 0 also in train")
+    assert train_line == ("arithmetic[train]: 2000 rows ok, 0 skipped; train split: 2000 rows, "
+                          "142 distinct problems (of 142 possible), 270 distinct prompts")
+    assert eval_line == ("arithmetic[eval]: 64 rows ok, 0 skipped; eval split: 64 rows, "
+                         "64 distinct problems (of 68 possible), 64 distinct prompts, 0 also in train")
 
 
 @pytest.mark.parametrize("settings", [
@@ -77,19 +78,38 @@ def test_generator_split_disjoint(settings):
     _assert_held_out(load_data(cfg), cfg.num_eval)
 
 
-def test_tiny_space_eval_takes_every_held_out_problem():
-    base = dict(max_digits=1, max_value=2, eval_fraction=0.5, num_train=50)  # a, b in 0..2: 9 prompts
+def test_tiny_space_eval_takes_every_held_out_problem_once():
+    """a, b in 0..2 with '+': 9 prompts, 6 problems up to operand order. split_seed 0 at
+    eval_fraction 0.5 holds out {0+0, 1+1, 1+2}: 4 prompts ("1 + 2" and "2 + 1"), but 3 problems,
+    so the eval split has room for 3 rows, one per problem, never both orders of 1 + 2."""
+    base = dict(max_digits=1, max_value=2, eval_fraction=0.5, num_train=50)
     space = problem_space(ArithmeticData(**base, num_eval=0))
-    assert space.total == 9 and 0 < space.held_out < 9
-    cfg = ArithmeticData(**base, num_eval=space.held_out)
+    assert (space.total, space.held_out, space.prompts, space.held_out_prompts) == (6, 3, 9, 4)
+    assert (space.train, space.train_prompts) == (3, 5)
+    cfg = ArithmeticData(**base, num_eval=3)
     data = load_data(cfg)
-    _assert_held_out(data, space.held_out)
-    assert len({r.meta["expr"] for r in data.train}) == space.train  # 50 draws reach every train problem
-    with pytest.raises(ValidationError, match=f"num_eval={space.held_out + 1} asks for more distinct "
-                       f"eval problems than the {space.held_out} that eval_fraction=0.5 holds out"):
-        ArithmeticData(**base, num_eval=space.held_out + 1)
-    with pytest.raises(DataError, match="num_eval=9 asks for more"):
-        generate_arithmetic(cfg, "eval", 9)
+    _assert_held_out(data, 3)
+    assert sorted(_key(r) for r in data.eval) == ["+0 +0", "+1 +1", "+1 +2"]
+    assert {r.meta["expr"] for r in data.train} == {"0 + 1", "1 + 0", "0 + 2", "2 + 0", "2 + 2"}
+    assert data.reports[1].splits[0].__str__() == (
+        "eval split: 3 rows, 3 distinct problems (of 3 possible), 3 distinct prompts, 0 also in train")
+    assert data.reports[0].splits[0].__str__() == (
+        "train split: 50 rows, 3 distinct problems (of 3 possible), 5 distinct prompts")
+    with pytest.raises(ValidationError, match=r"num_eval=4 asks for more distinct eval problems than "
+                       r"the 3 that eval_fraction=0.5 holds out of this task's 6 \(up to operand order"):
+        ArithmeticData(**base, num_eval=4)
+    with pytest.raises(DataError, match="num_eval=4 asks for more"):
+        generate_arithmetic(cfg, "eval", 4)
+
+
+def test_eval_problems_are_distinct_up_to_operand_order_where_prompts_repeat_problems():
+    """The old default job drew 64 eval prompts that were 40 problems. Here a + b over 0..19 with
+    eval_fraction 0.5 (100 held-out problems, 192 prompts): 100 eval rows are the 100 problems."""
+    cfg = ArithmeticData(eval_fraction=0.5, num_eval=100, num_train=10)
+    assert (problem_space(cfg).held_out, problem_space(cfg).held_out_prompts) == (100, 192)
+    rows = generate_arithmetic(cfg, "eval", 100)
+    assert len({_key(r) for r in rows}) == 100
+    assert all(r.meta["problem"] == _key(r) for r in rows)
 
 
 def test_split_is_fixed_by_split_seed_not_by_seed():
@@ -150,10 +170,10 @@ def test_jsonl_eval_file_is_kept_and_training_decontaminated(tmp_path):
         "What is 1+1?", "What is 3+3?", "What is 1 + 1?", "q1"]
     assert t.summary() == (
         f"{train}: 4 rows ok, 6 skipped (duplicate prompt: 3, prompt in eval split: 3); "
-        "train split: 4 rows, 4 distinct prompts; e.g. row 2: duplicate prompt (as row 1); "
+        "train split: 4 rows, 4 distinct problems, 4 distinct prompts; e.g. row 2: duplicate prompt (as row 1); "
         "row 3: duplicate prompt (as row 1); row 4: duplicate prompt (as row 1); "
         "row 5: prompt in eval split (eval row 1); row 6: prompt in eval split (eval row 1)")
-    assert d.reports[1].summary().endswith("eval split: 3 rows, 3 distinct prompts, 0 also in train; "
+    assert d.reports[1].summary().endswith("eval split: 3 rows, 3 distinct problems, 3 distinct prompts, 0 also in train; "
                                            "e.g. row 4: duplicate prompt (as row 3)")
 
 

@@ -259,3 +259,56 @@ def test_a_disabled_section_without_bounds_is_kept():
     ec = load_config(None, ["algorithm.entropy_control={target: 0.8, kp: 0.3}"]).algorithm.entropy_control
     assert (ec.enabled, ec.target, ec.kp, ec.bounds) == (False, 0.8, 0.3, None)
     assert EntropyControlConfig.model_validate({"target": [[0, 1.0]]}).target == [(0, 1.0)]
+
+
+# ---- issue 21: the peer's rule and the cascade --------------------------------------------------
+
+
+def test_skywork_adaptive_rule_written_out():
+    """delta 0.002, bounds [0, 0.005], target 1.0, start c = 0.
+    H 0.8 (below): c = 0.002, applied 0.002. H 0.9: c = 0.004. H 0.95: c = 0.005 (clipped at max).
+    H 1.2 (above): c = 0.003, applied 0 (the bonus is off above target). H 1.0 (at target): c stays
+    0.003, applied 0.003."""
+    c = ctl(bounds=(0.0, 0.005), target=1.0, mode="adaptive", delta=0.002)
+    outs = [c.update(i, h) for i, h in enumerate([0.8, 0.9, 0.95, 1.2, 1.0])]
+    assert outs == pytest.approx([0.002, 0.004, 0.005, 0.0, 0.003])
+    assert c.metrics()["entropy_control/coef"] == pytest.approx(0.003)
+    state = c.state_dict()
+    again = ctl(bounds=(0.0, 0.005), target=1.0, mode="adaptive", delta=0.002)
+    again.load_state_dict(state)
+    assert again.update(5, 0.5) == pytest.approx(0.005)  # 0.003 + 0.002, resumed from the checkpoint
+
+
+def test_cascade_split_range_written_out():
+    """Stages entropy_coef [0, 0.01] then clip_cov_ratio [0, 0.2], kp 1, ki 0, start at 0: x = e.
+    e 0.25 -> x 0.25: stage 0 at 2 x = 0.5 of its range (0.005), stage 1 at its min.
+    e 0.75 -> x 0.75: stage 0 at max, stage 1 at 2 x - 1 = 0.5 of its range (0.1)."""
+    c = ctl(actuator=["entropy_coef", "clip_cov_ratio"], bounds=[(0.0, 0.01), (0.0, 0.2)],
+            initial=(0.0, 0.0), target=1.0, kp=1.0, ki=0.0)
+    assert c.update(0, 0.75) == pytest.approx((0.005, 0.0))
+    assert c.update(1, 0.25) == pytest.approx((0.01, 0.1))
+    m = c.metrics()
+    assert m["entropy_control/command"] == pytest.approx(0.75)
+    assert (m["entropy_control/entropy_coef"], m["entropy_control/clip_cov_ratio"]) == pytest.approx((0.01, 0.1))
+    loss = with_actuator(ClipCovLoss(), ["entropy_coef", "clip_cov_ratio"], c.value)
+    assert (loss.entropy_coef, loss.ratio) == pytest.approx((0.01, 0.1))
+    assert actuator_value(loss, ["entropy_coef", "clip_cov_ratio"]) == pytest.approx((0.01, 0.1))
+    assert c.state_dict()["value"] == pytest.approx([0.01, 0.1])
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(actuator=["entropy_coef", "forking_rho"], bounds=[(0, 1), (0.1, 1)]), "same way"),
+    (dict(actuator=["entropy_coef", "entropy_coef"], bounds=[(0, 1), (0, 1)]), "each stage once"),
+    (dict(actuator=["entropy_coef", "clip_cov_ratio"], bounds=(0.0, 1.0)), "one per stage"),
+    (dict(actuator=["entropy_coef", "clip_cov_ratio"], bounds=[(0.0, 1.0)]), "1 \\[min, max\\] pairs for 2"),
+    (dict(actuator=["entropy_coef", "clip_cov_ratio"], bounds=[(0.0, 1.0), (0.0, 1.5)]), "clip_cov_ratio's range"),
+    (dict(actuator="kl_cov_beta", bounds=(0.0, 1.0), mode="adaptive"), "entropy_coef alone"),
+])
+def test_cascade_and_adaptive_config_errors(kw, msg):
+    with pytest.raises(ValidationError, match=msg):
+        EntropyControlConfig(**kw)
+
+
+def test_cascade_stage_missing_on_the_loss_is_named():
+    assert actuator_problem(PPOClipLoss(), ["entropy_coef", "clip_cov_ratio"]) == (
+        "stage 'clip_cov_ratio' needs learner.loss.type='clip_cov' (got 'ppo_clip')")

@@ -108,3 +108,20 @@ def test_eval_fields_defaults_and_bounds():
                        (["eval.sample_temperature=0"], "eval.sample_temperature")):
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
             load_config(None, bad)
+
+
+def test_problem_rows_pair_each_prompts_greedy_verdict_with_its_sample_counts():
+    from types import SimpleNamespace as E
+
+    from forkrl.orchestrator.evaluation import problem_rows
+
+    greedy = [[E(prompt_id="p0", correct=True)], [E(prompt_id="p1", correct=False)]]
+    sampled = [[E(prompt_id="p0", correct=c) for c in (True, False, True)],
+               [E(prompt_id="p1", correct=c) for c in (False, False, None)]]
+    assert problem_rows(7, greedy, sampled) == [
+        {"step": 7, "prompt_id": "p0", "greedy": 1, "n": 3, "c": 2},
+        {"step": 7, "prompt_id": "p1", "greedy": 0, "n": 3, "c": 0}]
+    assert problem_rows(0, greedy) == [{"step": 0, "prompt_id": "p0", "greedy": 1},
+                                       {"step": 0, "prompt_id": "p1", "greedy": 0}]
+    with pytest.raises(ValueError, match="prompt 0 is 'p0' greedy but 'p1' sampled"):
+        problem_rows(1, greedy, sampled[::-1])

@@ -54,7 +54,7 @@ def test_every_part_runs_and_passes_on_cpu(tmp_path):
 def test_a_push_that_loads_nothing_fails_the_run(tmp_path):
     """The engine keeps its poisoned weights: the bit-for-bit check and the exit code say so."""
     rc, report, log = run_check(
-        tmp_path, "from forkrl.actors.engines import HFEngine; HFEngine.load_flat_buckets = lambda self, plan, flats: 0")
+        tmp_path, "from forkrl.actors.engines import HFEngine; HFEngine.receive_weights = lambda self, transport, plan, payload: 0")
     assert rc == 1, log[-3000:]
     assert report["push"]["ok"] is False and report["push"]["mismatched"]
 

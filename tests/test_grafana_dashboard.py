@@ -23,7 +23,15 @@ def test_actor_learner_dynamics_have_panels():
     assert want <= set(grafana.panel_keys())
     busy = next(p for p in grafana.dashboard()["panels"] if "role/learner_busy_frac" in json.dumps(p["targets"]))
     assert busy["fieldConfig"]["defaults"]["unit"] == "percentunit"
-    assert 'ray_forkrl_role_learner_busy_frac{exported_job=~"$run"}' in [t["expr"] for t in busy["targets"]]
+    assert 'ray_forkrl_role_learner_busy_frac{run=~"$run"}' in [t["expr"] for t in busy["targets"]]
+
+
+def test_the_run_is_the_run_label_not_prometheus_job():
+    """The gauges' tag is `run`: a `job` tag collides with Prometheus's own label (exported_job)."""
+    shipped = SHIPPED.read_text()
+    assert "exported_job" not in shipped and '{job' not in shipped
+    run_var = next(v for v in grafana.dashboard()["templating"]["list"] if v["name"] == "run")
+    assert run_var["query"]["query"] == "label_values(ray_forkrl_step_weight_version, run)"
 
 
 def test_every_panel_queries_a_gauge_forkrl_exports():

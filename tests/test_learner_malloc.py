@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
 import json, resource, sys
 import torch
+import forkrl.learner.worker  # what a rank has imported when LearnerWorker applies the setting
 if {keep}:
-    from forkrl.learner.worker import keep_freed_memory
+    from forkrl.learner.cpu_memory import keep_freed_memory
     assert keep_freed_memory()
 faults = []
 for _ in range(12):  # a 64 MiB temporary, allocated, written and freed, as a step does

@@ -126,7 +126,7 @@ def _grads(model, value):
 def test_packed_equals_padded_logprobs_entropy_and_gradients(tiny_model_dir, impl, bin_tokens):
     from transformers import AutoModelForCausalLM
 
-    from forkrl.learner.worker import selected_logprobs_and_entropy
+    from forkrl.learner.logprobs import selected_logprobs_and_entropy
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float64,
                                                  attn_implementation=impl)
@@ -226,12 +226,12 @@ def test_packing_refused_for_families_it_would_get_wrong():
 def test_worker_falls_back_when_its_self_check_disagrees(tiny_model_dir, monkeypatch):
     """A model that passes the config gate but whose packed log-probs differ from the padded ones
     on the start-up check trains padded."""
-    import forkrl.learner.worker as worker_module
+    import forkrl.learner.logprobs as logprobs_module
     from forkrl.learner.config import LearnerConfig
     from forkrl.learner.worker import LearnerWorker
 
-    real = worker_module.packed_logprobs_and_entropy
-    monkeypatch.setattr(worker_module, "packed_logprobs_and_entropy",
+    real = logprobs_module.packed_logprobs_and_entropy
+    monkeypatch.setattr(logprobs_module, "packed_logprobs_and_entropy",
                         lambda *a, **k: tuple(t + 0.01 for t in real(*a, **k)))
     worker = LearnerWorker(LearnerConfig(), str(tiny_model_dir), seed=0)
     assert worker.packing is False

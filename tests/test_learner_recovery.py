@@ -1,7 +1,6 @@
 """A learner rank killed mid-step (after generate/verify, as the train phase starts): the orchestrator
 restarts the learner group, loads the last checkpoint, re-syncs the engines and still ends with the
 configured number of steps, counting the restart in `fault/learner_restarts`."""
-import os
 from pathlib import Path
 
 import pytest
@@ -43,7 +42,7 @@ def test_killed_learner_rank_is_restarted_from_the_last_checkpoint(tmp_path, tin
         summary = trainer.run()
         assert killed and trainer.learner.actors[1] is not killed[0]
         assert summary["steps"] == 3 and summary["stopped"] is None
-        assert trainer.learner_restarts == 1
+        assert trainer.recovery.learner_restarts == 1
         assert trainer.pusher.transport == "collective"  # the engines joined the new rank 0's group
     finally:
         trainer.shutdown()

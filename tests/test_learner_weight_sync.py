@@ -1,5 +1,5 @@
 """Weight push from a real LearnerWorker: a two-process gloo broadcast (learner in this process, the
-receiver in a subprocess using common.weights.CollectiveReceiver, as the rollout engines do)."""
+receiver in a subprocess using common.transport_collective.CollectiveReceiver, as the engines do)."""
 import os
 import subprocess
 import sys
@@ -11,14 +11,15 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 import torch
 
 from forkrl.learner.config import LearnerConfig
-from forkrl.learner.worker import free_port
+from forkrl.common.transport_collective import Collective
+from forkrl.learner.engine_setup import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 RECEIVER = textwrap.dedent("""
     import sys, torch
-    from forkrl.common.weights import CollectiveReceiver
+    from forkrl.common.transport_collective import CollectiveReceiver
     addr, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     plan = torch.load(out + ".plan", weights_only=False)
     receiver = CollectiveReceiver(addr, port, rank=1, world_size=2, backend="gloo", timeout_s=120)
@@ -48,13 +49,13 @@ def test_collective_broadcast_delivers_identical_tensors(tiny_model_dir, tmp_pat
     env = dict(os.environ)
     proc = subprocess.Popen([sys.executable, "-c", RECEIVER, "127.0.0.1", str(port), str(out)], env=env)
     try:
-        worker.init_weight_group("127.0.0.1", port, 2)
-        first = worker.broadcast_weights()
+        worker.open_weight_sender(Collective("127.0.0.1", port, 2, "gloo", 120))
+        first = worker.send_weights("collective")
         ids = torch.randint(0, 500, (2, 8))
         mask = torch.zeros(2, 8)
         mask[:, 4:] = 1
         worker.train_step(TrainBatch(ids, torch.ones(2, 8), mask, torch.ones(2, 8), torch.zeros(2, 8)))
-        second = worker.broadcast_weights()
+        second = worker.send_weights("collective")
         assert proc.wait(timeout=120) == 0
     finally:
         if proc.poll() is None:
@@ -67,3 +68,4 @@ def test_collective_broadcast_delivers_identical_tensors(tiny_model_dir, tmp_pat
     nbytes = sum(t.numel() * t.element_size() for t in expected.values())
     assert first["bytes"] == second["bytes"] == nbytes
     assert first["buckets"] == len(plan) and second["seconds"] > 0
+    assert first["payload"] == second["payload"] == []  # a broadcast hands nothing over

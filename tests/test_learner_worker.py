@@ -222,7 +222,7 @@ def test_logits_at_selected_positions_equal_the_full_logits_path(tiny_model_dir,
     model after its head, so it acts on the selected rows as on all of them."""
     from transformers import AutoModelForCausalLM
 
-    from forkrl.learner.worker import selected_logprobs_and_entropy
+    from forkrl.learner.logprobs import selected_logprobs_and_entropy
 
     if arch == "llama":
         model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float64)
@@ -247,7 +247,7 @@ def test_logits_at_no_position_keep_the_head_in_the_graph(tiny_model_dir):
     each parameter in every backward on every rank."""
     from transformers import AutoModelForCausalLM
 
-    from forkrl.learner.worker import selected_logprobs_and_entropy
+    from forkrl.learner.logprobs import selected_logprobs_and_entropy
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
     ids, attn, where = _rows()
@@ -261,7 +261,7 @@ def test_logits_at_no_position_keep_the_head_in_the_graph(tiny_model_dir):
 def test_a_model_that_calls_its_head_per_position_is_refused():
     from types import SimpleNamespace
 
-    from forkrl.learner.worker import selected_logprobs_and_entropy
+    from forkrl.learner.logprobs import selected_logprobs_and_entropy
 
     class PerPosition(torch.nn.Module):
         def __init__(self):
@@ -288,7 +288,7 @@ def test_a_model_that_calls_its_head_per_position_is_refused():
     (2_000, 134_515_008, 2_000),
 ])
 def test_zero_buckets_sized_to_the_model(setting, num_params, expected):
-    from forkrl.learner.worker import deepspeed_config
+    from forkrl.learner.engine_setup import deepspeed_config
 
     zero = deepspeed_config(LearnerConfig(zero_bucket_size=setting), 1, "float32", num_params)["zero_optimization"]
     assert zero["reduce_bucket_size"] == zero["allgather_bucket_size"] == expected
@@ -342,3 +342,42 @@ def test_autocast_runs_the_matmuls_in_bf16_and_keeps_the_weights_fp32(tiny_model
     assert all(p.dtype == torch.float32 for p in w.engine.module.parameters())
     assert any(not torch.equal(before[n], p) for n, p in w.engine.module.named_parameters())  # it learned
     assert all(math.isfinite(v) for v in metrics.values())
+
+
+def _plain_entropy_and_logprobs(model_dir, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token entropy and sampled-token log-prob [B, L-1] from a plain forward of a saved model."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    with torch.no_grad():
+        logits = model(batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    logp = torch.log_softmax(logits.double(), -1)
+    ent = -(logp.exp() * logp).sum(-1)
+    lp = logp.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
+    return ent, lp
+
+
+def test_the_mechanism_pass_measures_the_steps_entropy_change_and_cov(tiny_model_dir, tmp_path):
+    batch = make_batch(4, seed=3)
+    batch.advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])[:, None].expand(4, L).clone()
+    worker = make_worker(tiny_model_dir)
+    plain = worker.train_step(make_batch(2, seed=9))  # a step without the flag reports no mechanism
+    assert not any(k.startswith("mechanism_") for k in plain)
+    worker.save_hf(str(tmp_path / "before"))
+    m = worker.train_step(batch, measure_mechanism=True)
+    worker.save_hf(str(tmp_path / "after"))
+
+    mask = batch.loss_mask[:, 1:].double()
+    ent0, lp0 = _plain_entropy_and_logprobs(tmp_path / "before", batch)
+    ent1, _ = _plain_entropy_and_logprobs(tmp_path / "after", batch)
+    n = mask.sum()
+    assert m["mechanism_tokens"] == 31 == float(n)  # 10 + 7 + 4 + 10 loss tokens (make_batch's padding)
+    h0, h1 = float((ent0 * mask).sum() / n), float((ent1 * mask).sum() / n)
+    assert m["mechanism_entropy_before"] == pytest.approx(h0, rel=1e-4)
+    assert m["mechanism_entropy_after"] == pytest.approx(h1, rel=1e-4)
+    assert abs(h1 - h0) > 1e-4  # the step moved the policy: 'after' is not a second 'before'
+    a = batch.advantages[:, 1:].double()
+    lp_mean, a_mean = (lp0 * mask).sum() / n, (a * mask).sum() / n
+    cov = float((((lp0 - lp_mean) * (a - a_mean)) * mask).sum() / n)
+    assert m["mechanism_cov"] == pytest.approx(cov, rel=1e-3, abs=1e-7)
+    assert m["mechanism_signs_agree"] == float((h1 - h0 > 0) == (cov < 0))

@@ -1,4 +1,4 @@
-"""Policy losses (docs/ALGORITHMS.md §1-§5 of the project's shared docs): every "Testable" bullet of
+"""Policy losses (docs/ALGORITHMS.md §1-§5): every "Testable" bullet of
 the spec, on CPU tensors; plus truncated importance sampling and the loss metrics, by hand."""
 import math
 

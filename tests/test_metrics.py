@@ -21,7 +21,7 @@ def test_gauges_show_up_on_the_prometheus_endpoint(tmp_path):
     port = _free_port()
     ray.init(address="local", num_cpus=1, include_dashboard=False, _metrics_export_port=port)
     try:
-        sink = MetricsSink(tmp_path, job="t")
+        sink = MetricsSink(tmp_path, run="t")
         sink.log(1, {"policy/entropy": 1.25, "reward/mean": 0.5})
         deadline, text = time.time() + 60, ""
         while time.time() < deadline:
@@ -34,7 +34,7 @@ def test_gauges_show_up_on_the_prometheus_endpoint(tmp_path):
                 break
             time.sleep(2)
         line = next(ln for ln in text.splitlines() if ln.startswith("ray_forkrl_policy_entropy"))
-        assert 'job="t"' in line and float(line.rsplit(" ", 1)[1]) == 1.25
+        assert 'run="t"' in line and "exported_job" not in line and float(line.rsplit(" ", 1)[1]) == 1.25
     finally:
         ray.shutdown()
 

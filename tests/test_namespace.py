@@ -89,3 +89,16 @@ def test_a_job_runs_with_the_users_rewards_py_first_on_every_path(tmp_path, tiny
     steps = sorted(r["step"] for r in rows if "reward/mean" in r)
     assert steps == [1, 2]
     assert "imported by forkrl" not in proc.stderr
+
+
+def test_pyproject_lists_every_package_folder_of_the_roles():
+    # the package list is explicit (package-dir mapping): a sub-package missing from it is missing
+    # from a wheel or Docker install while the editable install here still finds it
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {f"forkrl.{init.parent.relative_to(root).as_posix().replace('/', '.')}"
+               for role in ROLES for init in (root / role).rglob("__init__.py")}
+    assert sorted(setuptools["packages"]) == sorted(folders)
+    assert {setuptools["package-dir"][f"forkrl.{role}"] for role in ROLES} == set(ROLES)

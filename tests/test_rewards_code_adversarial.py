@@ -8,6 +8,8 @@ processes of some uid (other sandboxes may be running on the machine).
 """
 
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -15,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+import forkrl.rewards.code_verifier as cv
 from forkrl.rewards.code_verifier import score_code
 from forkrl.rewards.config import CodeRewardConfig
 from forkrl.rewards.datasets import humaneval_answer, load_humaneval
-from forkrl.rewards.sandbox import bwrap_problem
+from forkrl.rewards.sandbox import RunResult, bwrap_problem
 from forkrl.rewards.types import Sample
 
 PROBLEM = {
@@ -318,10 +321,29 @@ def test_shipped_gold_data_is_invisible_inside():
         assert s.reward == 0.0, (site_packages, s)
 
 
-def test_a_cheat_that_reads_the_tests_works_where_files_are_visible(host):
-    """The read_test_file cheat is real: given a readable test file (fallback), it scores."""
-    mark, victim_dir = host
-    assert _score(_fill(READ_TESTS, mark, victim_dir), "fallback").reward == pytest.approx(4 / N_CASES)
+def _unsandboxed(source: str, stdin: str, limits, channel: bool = False) -> RunResult:
+    """The program run by a plain interpreter of our own uid, no isolation at all, the result fd a pipe."""
+    r, w = os.pipe()
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", source], env={**os.environ, "FORKRL_RESULT_FD": str(w)},
+                              pass_fds=[w], capture_output=True, timeout=60)
+    finally:
+        os.close(w)
+    with os.fdopen(r, "rb") as f:
+        chan = f.read()
+    status = "ok" if proc.returncode == 0 else f"exit:{proc.returncode}"
+    return RunResult(status, proc.returncode, proc.stdout.decode(), proc.stderr.decode(), 0.0, "none", "none", chan)
+
+
+def test_a_cheat_that_reads_the_tests_works_where_files_are_visible(tmp_path, monkeypatch):
+    """The read_test_file cheat is real: run where the test file is readable (no sandbox; a copy of this
+    module in a directory of the test's own, whatever the checkout's permissions), it scores the 4 cases
+    whose expected values are literals; so bwrap's 0 above is not vacuous."""
+    tests = tmp_path / "tests.py"
+    tests.write_text(Path(__file__).read_text())
+    monkeypatch.setattr(cv, "run_python", _unsandboxed)
+    s = _score(READ_TESTS.replace("TESTFILE", str(tests)), "auto")
+    assert (s.reward, s.reason) == (pytest.approx(4 / N_CASES), "tests_failed (1 unparsed)")
 
 
 def _recs(*lines: str) -> bytes:
@@ -348,12 +370,13 @@ V = "('list', [('int', '1e'), ('int', '32')])"  # [30, 50]: case 0's right answe
     (b"\xff\xfe\n", "violation"),
 ])
 def test_the_parent_accepts_only_what_the_honest_harness_writes(raw, outcome):
-    from forkrl.rewards.code_verifier import Call, _Case, _ProtocolViolation, _records, _tally
+    from forkrl.rewards.code_cases import Call, Case
+    from forkrl.rewards.code_records import ProtocolViolation, records, tally
 
     call = Call(None, [], {})
-    cases = [_Case("a", True, call, lambda v: v == [30, 50]), _Case("b", True, call, lambda v: v == [])]
+    cases = [Case("a", True, call, lambda v: v == [30, 50]), Case("b", True, call, lambda v: v == [])]
     if outcome == "violation":
-        with pytest.raises(_ProtocolViolation):
-            _tally(_records(raw), cases)
+        with pytest.raises(ProtocolViolation):
+            tally(records(raw, 1 << 16), cases)
     else:
-        assert _tally(_records(raw), cases) == outcome
+        assert tally(records(raw, 1 << 16), cases) == outcome

@@ -1,14 +1,20 @@
 """The code verifier's parts one at a time, without a sandbox: the value encoding, the parsing of test
-statements into (call, judge), the harness (run here, in-process, on a pipe), the reading of its records
-and the scoring around the sandbox run. Expected values are written out."""
+statements into (call, judge), the harness (run as a plain subprocess, on a pipe), the reading of its
+records and the scoring around the sandbox run. Expected values are written out."""
 
 import ast
 import os
+import subprocess
+import sys
 
 import pytest
 
+import forkrl.rewards.code_cases as cc
+import forkrl.rewards.code_records as cr
 import forkrl.rewards.code_verifier as cv
-from forkrl.rewards.code_verifier import Call, _Case, _NotLiteral, _ProtocolViolation
+import forkrl.rewards.inside_sandbox_harness as harness
+from forkrl.rewards.code_cases import Call, Case, _NotLiteral
+from forkrl.rewards.code_records import ProtocolViolation
 from forkrl.rewards.config import CodeRewardConfig
 from forkrl.rewards.sandbox import RunResult
 from forkrl.rewards.types import Sample, Score
@@ -24,12 +30,12 @@ def _nest(make, depth: int, inner=0):
 # ---- values across the boundary --------------------------------------------------------------------
 def test_encode_tags_each_exact_type():
     value = [None, True, 7, 1.5, "s", b"b", (1,), {2}, frozenset({3}), {"k": [4]}]
-    assert cv._encode(value) == ("list", [
+    assert harness.encode(value) == ("list", [
         ("none",), ("bool", True), ("int", "7"), ("float", "1.5"), ("str", "s"), ("bytes", b"b"),
         ("tuple", [("int", "1")]), ("set", [("int", "2")]), ("frozenset", [("int", "3")]),
         ("dict", [(("str", "k"), ("list", [("int", "4")]))]),
     ])
-    assert cv._decode(cv._encode(value)) == value
+    assert harness.decode(harness.encode(value)) == value
 
 
 @pytest.mark.parametrize("outer", ["list", "tuple", "set", "frozenset", "dict key", "dict value"])
@@ -45,9 +51,9 @@ def test_encode_depth_limit_counts_every_container_kind(outer):
         "dict key": lambda d: {inner_tuple(d): 0},
         "dict value": lambda d: {0: inner_list(d)},
     }[outer]
-    cv._encode(wrap(99))  # the innermost int sits at depth 100
+    harness.encode(wrap(99))  # the innermost int sits at depth 100
     with pytest.raises(TypeError, match="nested too deep"):
-        cv._encode(wrap(100))
+        harness.encode(wrap(100))
 
 
 @pytest.mark.parametrize("encoded, value", [
@@ -55,7 +61,7 @@ def test_encode_depth_limit_counts_every_container_kind(outer):
     (("dict", [(("int", "1"), ("str", "x"))]), {1: "x"}), (("int", "-ff"), -255),
 ])
 def test_decode_builds_the_value(encoded, value):
-    got = cv._decode(encoded)
+    got = harness.decode(encoded)
     assert got == value and type(got) is type(value)
 
 
@@ -66,7 +72,7 @@ def test_decode_builds_the_value(encoded, value):
 ])
 def test_decode_refuses_malformed_values(encoded):
     with pytest.raises(ValueError, match="malformed value"):
-        cv._decode(encoded)
+        harness.decode(encoded)
 
 
 # ---- literals and calls ------------------------------------------------------------------------------
@@ -84,7 +90,7 @@ LITERALS = [
 
 @pytest.mark.parametrize("src, value", LITERALS, ids=[src for src, _ in LITERALS])
 def test_literal_values(src, value):
-    assert cv._literal(_expr(src)) == value
+    assert cc._literal(_expr(src)) == value
 
 
 @pytest.mark.parametrize("src", [
@@ -94,28 +100,32 @@ def test_literal_values(src, value):
 ], ids=lambda src: src[:40])
 def test_literal_refuses_what_is_not_a_small_literal(src):
     with pytest.raises(_NotLiteral):
-        cv._literal(_expr(src))
+        cc._literal(_expr(src))
 
 
-@pytest.mark.parametrize("src, cand, call", [
-    ("candidate(1, k=[2])", "candidate", Call(None, [1], {"k": [2]})),
-    ("f(1)", None, Call("f", [1], {})),
-    ("f(1)", "candidate", None),  # HumanEval: only candidate(...)
-    ("f(*[1])", None, None),
-    ("f(**{'a': 1})", None, None),
-    ("f(x)", None, None),
-    ("m.f(1)", None, None),
+CAND = frozenset({"candidate"})
+
+
+@pytest.mark.parametrize("src, names, call", [
+    ("candidate(1, k=[2])", CAND, Call(None, [1], {"k": [2]})),
+    ("f(1)", frozenset({"f"}), Call("f", [1], {})),
+    ("f(1)", CAND, None),  # HumanEval: only candidate(...)
+    ("sorted([1])", frozenset({"f"}), None),  # assert lists: only the candidate's names, not a builtin
+    ("f(*[1])", frozenset({"f"}), None),
+    ("f(**{'a': 1})", frozenset({"f"}), None),
+    ("f(x)", frozenset({"f"}), None),
+    ("m.f(1)", frozenset({"f"}), None),
 ])
-def test_call_of_literals(src, cand, call):
-    assert cv._call(_expr(src), cand) == call
+def test_call_of_literals(src, names, call):
+    assert cc._call(_expr(src), names) == call
 
 
 def test_is_fn_matches_names_and_dotted_names_only():
-    assert cv._is_fn(_expr("abs(x)"), ("abs",)) is True
-    assert cv._is_fn(_expr("math.fabs(x)"), ("abs", "math.fabs")) is True
-    assert cv._is_fn(_expr("round(x)"), ("abs",)) is False
-    assert cv._is_fn(_expr("fns[0](x)"), ("abs",)) is False
-    assert cv._is_fn(_expr("abs"), ("abs",)) is False  # a name, not a call
+    assert cc._is_fn(_expr("abs(x)"), ("abs",)) is True
+    assert cc._is_fn(_expr("math.fabs(x)"), ("abs", "math.fabs")) is True
+    assert cc._is_fn(_expr("round(x)"), ("abs",)) is False
+    assert cc._is_fn(_expr("fns[0](x)"), ("abs",)) is False
+    assert cc._is_fn(_expr("abs"), ("abs",)) is False  # a name, not a call
 
 
 # ---- assert forms judged here: (test expression) -> call and verdicts on returned values ----------------
@@ -141,7 +151,7 @@ C1 = Call(None, [1], {})
     ("math.fabs(candidate(1) - 2.0) < 0.5", [(2.0, True), (2.5, False)]),
 ])
 def test_parse_test_judges_these_forms(src, verdicts):
-    call, judge = cv._parse_test(_expr(src), "candidate")
+    call, judge = cc._parse_test(_expr(src), CAND)
     assert call == C1
     assert [(v, judge(v)) for v, _ in verdicts] == verdicts
 
@@ -163,7 +173,7 @@ def test_parse_test_judges_these_forms(src, verdicts):
     "candidate(1) == x",
 ])
 def test_parse_test_leaves_other_forms_to_run_inside(src):
-    assert cv._parse_test(_expr(src), "candidate") is None
+    assert cc._parse_test(_expr(src), CAND) is None
 
 
 # ---- statements into cases ---------------------------------------------------------------------------
@@ -172,14 +182,13 @@ def _stmt(src: str) -> ast.stmt:
 
 
 def test_statements_become_judged_unparsed_or_setup_cases():
-    judged = cv._statement(_stmt("assert candidate(1) == 2"), "src", "candidate")
-    assert (judged.src, judged.is_case, judged.call, judged.wrap) == ("src", True, C1, ())
+    judged = cc._statement(_stmt("assert candidate(1) == 2"), "src", CAND)
+    assert (judged.src, judged.is_case, judged.call) == ("src", True, C1)
     assert (judged.judge(2), judged.judge(3), judged.judge(object())) == (True, False, False)
-    assert cv._statement(_stmt("x = 1"), "x = 1", "candidate") == _Case("x = 1", False)
-    assert cv._statement(_stmt("assert candidate(1j) == 2"), "s", "candidate") == _Case("s", True)  # no encoding
+    assert cc._statement(_stmt("x = 1"), "x = 1", CAND) == Case("x = 1", False)
+    assert cc._statement(_stmt("assert candidate(1j) == 2"), "s", CAND) == Case("s", True)  # no encoding
     loop = "for x in [1]:\n    assert all(f(y) for y in g(x))"
-    assert cv._statement(_stmt(loop), "s", None) == _Case("s", True, wrap=("all", "f", "g"))
-    assert cv._statement(_stmt(loop), "s", "candidate") == _Case("s", True)  # HumanEval: candidate is wrapped
+    assert cc._statement(_stmt(loop), "s", frozenset({"f"})) == Case("s", True)
 
 
 @pytest.mark.parametrize("src, is_case", [
@@ -187,53 +196,97 @@ def test_statements_become_judged_unparsed_or_setup_cases():
     ("assert 1", False), ("if x:\n    assert y", True),
 ])
 def test_is_case(src, is_case):
-    assert cv._is_case(_stmt(src)) is is_case
+    assert cc._is_case(_stmt(src)) is is_case
 
 
-def test_humaneval_cases_keep_the_preamble_and_split_check():
-    preamble, cases = cv._humaneval_cases(
+def test_humaneval_cases_keep_the_prompt_and_preamble_and_split_check():
+    setup, proxies, cases = cc.humaneval_cases(
         "import math\n\n\ndef helper():\n    return 1\n\n\ndef check(candidate):\n"
-        "    x = 2\n    assert candidate(1) == 2\n    assert candidate(x) == 2\n")
-    assert preamble == "import math\ndef helper():\n    return 1"
+        "    x = 2\n    assert candidate(1) == 2\n    assert candidate(x) == 2\n    assert fn(3) == helper()\n",
+        'def fn(a):\n    """doc"""\n', "fn")
+    assert setup == 'def fn(a):\n    """doc"""\n\nimport math\ndef helper():\n    return 1'
+    assert proxies == ["fn"]  # helper comes from the setup, x from the statements, fn is the entry point
     assert [(c.src, c.is_case, c.call) for c in cases] == [
-        ("x = 2", False, None), ("assert candidate(1) == 2", True, C1), ("assert candidate(x) == 2", True, None)]
+        ("x = 2", False, None), ("assert candidate(1) == 2", True, C1), ("assert candidate(x) == 2", True, None),
+        ("assert fn(3) == helper()", True, None)]
     with pytest.raises(ValueError, match="no check"):
-        cv._humaneval_cases("def test(candidate):\n    assert candidate(1)\n")
+        cc.humaneval_cases("def test(candidate):\n    assert candidate(1)\n", "", "f")
 
 
 def test_assert_list_cases_parse_single_statements_only():
-    one, two = cv._assert_list_cases(["assert f(1) == 2", "x = 1; assert f(x) == 2"])
+    setup, proxies, (one, two) = cc.assert_list_cases(["assert f(1) == 2", "x = 1; assert f(x) == 2"], "", None)
+    assert (setup, proxies) == ("", ["f"])
     assert (one.src, one.is_case, one.call) == ("assert f(1) == 2", True, Call("f", [1], {}))
-    assert two == _Case("x = 1; assert f(x) == 2", True)
+    assert two == Case("x = 1; assert f(x) == 2", True)
 
 
-# ---- the harness, in-process -------------------------------------------------------------------------
-class _Exit(Exception):
-    def __init__(self, code):
-        super().__init__(code)
-        self.code = code
+@pytest.mark.parametrize("setup, statements, entry, proxies", [
+    ("", ["assert f(1) == g(2)"], None, ["f", "g"]),
+    ("def g(x):\n    return x\n", ["assert f(1) == g(2)"], None, ["f"]),  # a helper of the prompt: the test's
+    ('def f(x):\n    "doc"\n', ["assert f(1) == 2"], None, ["f"]),  # a stub of the prompt: the candidate's
+    ("def f(x):\n    pass\n", ["assert f(1) == 2"], "f", ["f"]),
+    ("", ["assert len(f([1])) == 1", "assert list(map(add, [1], [2])) == [3]"], None, ["add", "f"]),
+    ("", ["for x in range(3):\n    assert h(x) == x", "y = 1", "assert y == 1"], None, ["h"]),
+    ("import math", ["assert math.fabs(candidate(1)) < 1"], "fn", ["fn"]),
+])
+def test_proxy_names(setup, statements, entry, proxies):
+    assert cc.proxy_names(setup, statements, entry) == proxies
 
 
-def _run_harness(spec: dict, monkeypatch) -> tuple[int, list[tuple]]:
-    """(exit code, records): `_harness` run here, its result fd a pipe, `os._exit` raising _Exit."""
-    def fake_exit(code):
-        raise _Exit(code)
+def test_unjudgeable_cases_are_those_that_read_no_candidate_name():
+    cases = [Case("assert candidate(1) == 2", True, C1, bool), Case("assert f(2) == 3", True),
+             Case("assert 1 + 1 == 2", True), Case("x = f(1)", False), Case("import math", False),
+             Case("for i in range(3):\n    assert i < 5", True)]
+    assert cc.unjudgeable_cases(cases, ["f"]) == ["assert 1 + 1 == 2", "for i in range(3):\n    assert i < 5"]
+    assert cc.unjudgeable_cases(cases[:2], ["f"]) == []
 
+
+@pytest.mark.parametrize("src, verdicts", [
+    ("tuple(candidate(1)) == (1, 2)", [([1, 2], True), ((1, 2), True), ([2, 1], False), (None, False)]),
+    ("tuple(candidate(1)) == tuple([1, 2])", [([1, 2], True), ([1], False)]),
+    ("sorted(candidate(1)) == [1, 2]", [([2, 1], True), ([1, 3], False)]),
+    ("set(candidate(1)) == {1, 2}", [([2, 1, 1], True), ([1], False)]),
+    ("len(candidate(1)) == 2", [("ab", True), ("abc", False), (5, False)]),
+    ("list(candidate(1)) != [1]", [((1,), False), ((2,), True)]),
+    ("[1, 2] == list(candidate(1))", [((1, 2), True), ((2, 1), False)]),
+])
+def test_parse_test_applies_builtin_wrappers_the_test_leaves_alone(src, verdicts):
+    call, judge = cc._parse_test(_expr(src), CAND, frozenset(cc._WRAPPERS))
+    assert call == C1
+    assert [(v, cc._safe(judge)(v)) for v, _ in verdicts] == verdicts
+
+
+def test_wrappers_are_left_inside_where_the_test_rebinds_them():
+    """HumanEval/38 assigns `str` in check(); a test that rebinds `tuple` keeps `tuple(...)` inside."""
+    _, _, cases = cc.humaneval_cases("def check(candidate):\n    tuple = list\n    assert tuple(candidate(1)) == (1,)\n",
+                                     "", "f")
+    assert cases[1] == Case("assert tuple(candidate(1)) == (1,)", True)
+    assert cc._parse_test(_expr("tuple(candidate(1)) == (1,)"), CAND) is None  # no wrappers: not parsed
+
+
+# ---- the harness, as a plain subprocess ------------------------------------------------------------------
+HARNESS_SRC = open(harness.__file__).read()
+
+
+def _run_harness(spec: dict, close_reader: bool = False) -> tuple[int, list[tuple]]:
+    """(exit code, records): the harness run by a plain interpreter (no sandbox), its result fd a pipe."""
     r, w = os.pipe()
-    monkeypatch.setenv("FORKRL_RESULT_FD", str(w))
-    monkeypatch.setattr(os, "_exit", fake_exit)
-    try:
-        with pytest.raises(_Exit) as e:
-            cv._harness(spec)
-    finally:
-        os.close(w)
-        with os.fdopen(r, "rb") as f:
-            raw = f.read()
-    return e.value.code, [ast.literal_eval(line) for line in raw.decode().splitlines()]
+    if close_reader:  # every write then fails (EPIPE): what a full result channel looks like to it
+        os.close(r)
+    env = {**os.environ, "FORKRL_RESULT_FD": str(w)}
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", f"{HARNESS_SRC}\nrun({spec!r})\n"], env=env,
+                          pass_fds=[w], timeout=60, capture_output=True)
+    os.close(w)
+    if close_reader:
+        return proc.returncode, []
+    with os.fdopen(r, "rb") as f:
+        raw = f.read()
+    return proc.returncode, [ast.literal_eval(line) for line in raw.decode().splitlines()]
 
 
-def _spec(solution: str, cases: list[_Case], entry="f", preamble="") -> dict:
-    return {"solution": solution, "preamble": preamble, "entry": entry, "items": [c.item() for c in cases]}
+def _spec(solution: str, cases: list[Case], entry="f", setup="", proxies=("f",), max_record=1 << 16) -> dict:
+    return {"solution": solution, "setup": setup, "proxies": list(proxies), "entry": entry,
+            "items": [c.item() for c in cases], "max_record": max_record}
 
 
 SOLUTION = (
@@ -243,57 +296,96 @@ SOLUTION = (
 )
 
 
-def test_harness_writes_one_record_per_case_then_done(monkeypatch):
+def test_harness_writes_one_record_per_case_then_done():
     cases = [
-        _Case("c0", True, Call(None, [3], {}), bool),  # the entry point on decoded inputs
-        _Case("c1", True, Call(None, [-1], {}), bool),  # raises
-        _Case("c2", True, Call("liar", [0], {}), bool),  # a value that is no plain built-in
-        _Case("y = f(1)", False),  # setup: no record
-        _Case("assert candidate(y[0]) == [1, 2]", True),  # unparsed, passes through clean(candidate)
-        _Case("assert candidate(1) == [0]", True),  # unparsed, fails
-        _Case("assert liar(1) == 5", True, wrap=("liar", "len", "nothing_here")),  # clean(liar) cannot lie
-        _Case("assert len([1]) == 1", True, wrap=("len",)),  # a builtin is not wrapped
+        Case("c0", True, Call(None, [3], {}), bool),  # the entry point on decoded inputs
+        Case("c1", True, Call(None, [-1], {}), bool),  # raises
+        Case("c2", True, Call("liar", [0], {}), bool),  # a value that is no plain built-in
+        Case("y = f(1)", False),  # setup: no record
+        Case("assert candidate(y[0]) == [1, 2]", True),  # unparsed, through the proxy
+        Case("assert candidate(1) == [0]", True),  # unparsed, fails
+        Case("assert liar(1) == 5", True),  # the proxied liar's Eq cannot cross: the call raises
+        Case("assert len([1]) == 1", True),  # a builtin of the test process
+        Case("try:\n    f(-1)\nexcept ValueError:\n    pass\nelse:\n    assert False", True),  # the same class
     ]
-    code, records = _run_harness(_spec(SOLUTION, cases), monkeypatch)
+    code, records = _run_harness(_spec(SOLUTION, cases, proxies=("f", "liar")))
     assert code == 0
     assert records == [
         ("value", 0, ("list", [("int", "3"), ("int", "4")])), ("raised", 1), ("raised", 2),
-        ("pass", 3), ("fail", 4), ("fail", 5), ("pass", 6), ("done",),
+        ("pass", 3), ("fail", 4), ("fail", 5), ("pass", 6), ("pass", 7), ("done",),
     ]
 
 
-def test_harness_reports_a_load_error_and_stops(monkeypatch):
-    code, records = _run_harness(_spec("1 / 0\n", [_Case("c", True, C1, bool)]), monkeypatch)
+def test_harness_tests_run_on_the_setup_not_on_the_candidate_globals():
+    """The solution redefines the prompt's helper, shadows `tuple`, patches `math.fabs` and mutates its
+    input: none of it reaches the test process."""
+    setup = "import math\ndef helper(x):\n    return x * 2\n"
+    solution = ("import math\nmath.fabs = lambda x: 0\ntuple = lambda *a, **k: 0\n"
+                "def helper(x):\n    return 0\ndef f(xs):\n    xs.append(99)\n    return 0\n")
+    cases = [Case("xs = [1]", False), Case("assert tuple(f(xs)) == tuple([1, 2])", True),
+             Case("assert math.fabs(f(xs) - 1) < 0.5", True), Case("assert f(xs) == helper(0)", True),
+             Case("assert helper(2) == 4", True), Case("assert xs == [1]", True)]
+    code, records = _run_harness(_spec(solution, cases, setup=setup))
+    assert (code, records) == (0, [("fail", 0), ("fail", 1), ("pass", 2), ("pass", 3), ("pass", 4), ("done",)])
+
+
+def test_harness_reports_a_load_error_and_stops():
+    code, records = _run_harness(_spec("1 / 0\n", [Case("c", True, C1, bool)]))
     assert (code, records) == (0, [("load_error", "ZeroDivisionError")])
+    code, records = _run_harness(_spec("import os\nos._exit(0)\n", [Case("c", True, C1, bool)]))
+    assert (code, records) == (0, [("load_error", "exit")])
+    code, records = _run_harness(_spec("def f(x):\n    return x\n", [Case("c", True, C1, bool)], setup="1 / 0"))
+    assert (code, records) == (0, [("load_error", "setup ZeroDivisionError")])
 
 
-def test_harness_exits_3_when_a_record_does_not_fit(monkeypatch):
-    monkeypatch.setattr(os, "write", lambda fd, data: len(data) - 1)  # a short write: over the cap
-    code, records = _run_harness(_spec("def f(x):\n    return x\n", [_Case("c", True, C1, bool)]), monkeypatch)
-    assert (code, records) == (3, [])
+def test_harness_exits_3_when_a_record_does_not_fit():
+    code, _ = _run_harness(_spec("def f(x):\n    return x\n", [Case("c", True, C1, bool)]), close_reader=True)
+    assert code == 3
+
+
+def test_harness_replaces_a_value_over_the_record_cap_by_raised():
+    """repr(("value", 0, ("str", 20 x's))) is 45 bytes, 46 with its newline: the cap counts the newline."""
+    cases = [Case("c", True, Call(None, ["x" * 20], {}), bool), Case("d", True, Call(None, ["x" * 21], {}), bool)]
+    code, records = _run_harness(_spec("def f(x):\n    return x\n", cases, max_record=46))
+    assert (code, records) == (0, [("value", 0, ("str", "x" * 20)), ("raised", 1), ("done",)])
 
 
 # ---- reading the records -----------------------------------------------------------------------------
 @pytest.mark.parametrize("raw", [b"[1]\n", b"()\n", b"'done'\n"])
 def test_records_must_be_nonempty_tuples(raw):
-    with pytest.raises(_ProtocolViolation):
-        cv._records(raw)
+    with pytest.raises(ProtocolViolation):
+        cr.records(raw, 1 << 16)
 
 
 def test_records_drop_the_unterminated_tail():
-    assert cv._records(b"('done',)\n('val") == [("done",)]
+    assert cr.records(b"('done',)\n('val", 1 << 16) == [("done",)]
+
+
+def test_records_over_the_cap_are_refused_before_parsing(monkeypatch):
+    """A line of max_record bytes with its newline passes; one byte more is a violation, and is never
+    handed to the parser (a set of ~31k hash-colliding ints costs the parent seconds to build)."""
+    line = b"('done',)"
+    assert cr.records(line + b"\n", len(line) + 1) == [("done",)]
+    with pytest.raises(ProtocolViolation):
+        cr.records(line + b"\n", len(line))
+    collide = "('value', 0, ('set', [" + ", ".join(f"('int', '{i * (2 ** 61 - 1):x}')" for i in range(31_000)) + "]))"
+    parsed = []
+    monkeypatch.setattr(cr.ast, "literal_eval", lambda s: parsed.append(s))
+    with pytest.raises(ProtocolViolation):
+        cr.records(collide.encode() + b"\n", 1 << 16)
+    assert parsed == [] and len(collide) > 15 * (1 << 16)
 
 
 @pytest.mark.parametrize("x, expected, n, ok", [
     (0, 0, 1, True), (1, 1, 2, True), (1, 0, 2, False), (1, 1, 1, False), (True, 1, 2, False), (1.0, 1, 2, False),
 ])
 def test_is_index(x, expected, n, ok):
-    assert cv._is_index(x, expected, n) is ok
+    assert cr._is_index(x, expected, n) is ok
 
 
-JUDGED = _Case("j", True, C1, lambda v: v == 1)
-UNPARSED = _Case("u", True)
-SETUP = _Case("s", False)
+JUDGED = Case("j", True, C1, lambda v: v == 1)
+UNPARSED = Case("u", True)
+SETUP = Case("s", False)
 
 
 @pytest.mark.parametrize("records, outcome", [
@@ -304,7 +396,7 @@ SETUP = _Case("s", False)
     ([], (0, False, None)),
 ])
 def test_tally_counts_passes(records, outcome):
-    assert cv._tally(records, [SETUP, JUDGED, UNPARSED]) == outcome
+    assert cr.tally(records, [SETUP, JUDGED, UNPARSED]) == outcome
 
 
 @pytest.mark.parametrize("records", [
@@ -328,8 +420,8 @@ def test_tally_counts_passes(records, outcome):
     [("value", 0, ("int", "zz"))],
 ])
 def test_tally_refuses_what_the_honest_harness_never_writes(records):
-    with pytest.raises(_ProtocolViolation):
-        cv._tally(records, [SETUP, JUDGED, UNPARSED])
+    with pytest.raises(ProtocolViolation):
+        cr.tally(records, [SETUP, JUDGED, UNPARSED])
 
 
 # ---- scoring around the sandbox run (run_python replaced by a recorded result) ---------------------------
@@ -405,3 +497,47 @@ def test_score_stdio_spends_one_budget_across_cases(monkeypatch):
     monkeypatch.setattr("time.monotonic", lambda: next(clock))
     s = cv.score_code(Sample("u", "", "print(input())", STDIO, "code"), CFG, 5.0)
     assert [left for _, left in calls] == [3.0, 1.0] and s == Score("u", 1.0, True, "ok")
+
+
+def test_the_harness_process_is_not_counted_against_the_programs_process_limit(monkeypatch):
+    """The assert harness forks the candidate off its own test process: one more process than a stdin/stdout
+    run, which runs the program alone."""
+    seen = []
+
+    def run_python(source, stdin, limits, channel=False):
+        seen.append(limits.max_processes)
+        return RunResult("ok", 0, "1\n", "", 0.0, "netns", channel=b"('value', 0, ('int', '2'))\n('done',)\n")
+
+    monkeypatch.setattr(cv, "run_python", run_python)
+    cfg = CodeRewardConfig(max_processes=5)
+    cv.score_code(Sample("u", "", "def f(x): ...", {"tests": ["assert f(1) == 2"]}, "code"), cfg, 5.0)
+    cv.score_code(Sample("u", "", "print(1)", {"inputs": ["\n"], "outputs": ["1\n"]}, "code"), cfg, 5.0)
+    assert seen == [6, 5]
+
+
+def test_an_unjudgeable_problem_is_skipped_unrun_or_scored_by_config(monkeypatch):
+    calls = _fake_run(monkeypatch, "ok", b"('value', 0, ('int', '2'))\n('pass', 1)\n('done',)\n")
+    answer = {"tests": ["assert f(1) == 2", "assert 1 + 1 == 2"]}
+    sample = Sample("u", "", "def f(x):\n    return x + 1", answer, "code")
+    assert cv.score_code(sample, CFG, 5.0) == Score("u", 0.0, False, "skipped: unjudgeable (1 of 2 cases read no candidate name)")
+    assert calls == []  # not run at all
+    scored = cv.score_code(sample, CodeRewardConfig(unjudgeable="score"), 5.0)
+    assert (scored, len(calls)) == (Score("u", 1.0, True, "ok (1 unparsed)"), 1)
+
+
+def test_score_stdio_reasons(monkeypatch):
+    _fake_run(monkeypatch, stdouts=["1\n", "3\n"])
+    assert cv.score_code(Sample("u", "", "print(input())", STDIO, "code"), CFG, 5.0) == Score("u", 0.5, False, "tests_failed")
+    _fake_run(monkeypatch, "exit:1", stdouts=["1\n", "2\n"])  # the right output, but the program failed
+    assert cv.score_code(Sample("u", "", "print(input())", STDIO, "code"), CFG, 5.0) == Score("u", 0.0, False, "exit:1")
+
+
+def test_the_candidate_cannot_interrupt_a_test_statement():
+    """A SIGINT from the candidate would raise KeyboardInterrupt inside the test process, in the middle of
+    a test statement (where a lenient `except:` could turn it into a pass): the test process ignores it.
+    This case passes only if the interrupt arrives."""
+    solution = "import os, signal\ndef f(x):\n    os.kill(os.getppid(), signal.SIGINT)\n    return 0\n"
+    case = Case("hit = []\ntry:\n    f(1)\n    import time\n    time.sleep(1)\nexcept KeyboardInterrupt:\n"
+                "    hit.append(1)\nassert hit == [1]", True)
+    code, records = _run_harness(_spec(solution, [case]))
+    assert (code, records) == (0, [("fail", 0), ("done",)])

@@ -25,7 +25,8 @@ def test_hf_engine_logprobs_are_the_sampling_distribution(tiny_model_dir):
     cfg = RolloutConfig(backend="hf", samples_per_prompt=3, max_new_tokens=12, temperature=1.0)
     w = RolloutWorker(cfg, str(tiny_model_dir))
     res = w.generate([[1, 5, 6, 7], [1, 9, 10]], seed=0)
-    gens = res["episodes"]
+    gens = res.episodes
+    assert res.tokens == sum(len(g.response_ids) for g in gens) and res.busy_seconds == res.seconds > 0
     assert len(gens) == 6 and {g.prompt_index for g in gens} == {0, 1}
     for g in gens:
         assert len(g.response_ids) == len(g.logprobs) and g.finish_reason in ("stop", "length")
@@ -36,11 +37,11 @@ def test_hf_engine_logprobs_are_the_sampling_distribution(tiny_model_dir):
 
 @pytest.mark.parametrize("T", [2.0, 0.5])
 def test_hf_engine_logprobs_are_log_softmax_of_logits_over_T(tiny_model_dir, T):
-    """The ratio's lp_old is log_softmax(z / T)[y] of the distribution actually sampled from (ALGORITHMS.md
+    """The ratio's lp_old is log_softmax(z / T)[y] of the distribution actually sampled from (docs/ALGORITHMS.md
     §0): recomputed here from the raw logits of the same model."""
     w = RolloutWorker(RolloutConfig(backend="hf", samples_per_prompt=2, max_new_tokens=6, temperature=T),
                       str(tiny_model_dir))
-    gens = w.generate([[1, 5, 6, 7]], seed=1)["episodes"]
+    gens = w.generate([[1, 5, 6, 7]], seed=1).episodes
     model = w.engine.model
     for g in gens:
         ids = torch.tensor([g.prompt_ids + g.response_ids])
@@ -64,8 +65,8 @@ def test_vllm_actor_matches_hf_and_loads_pushed_weights(ray_local, tiny_model_di
     hf = RolloutWorker(cfg.model_copy(update={"backend": "hf"}), str(tiny_model_dir))
     try:
         out = group.generate([[1, 5, 6, 7], [1, 9, 10], [1, 11]], seed=3)
-        gens = out["episodes"]
-        assert len(gens) == 12 and out["tokens"] == sum(len(g.response_ids) for g in gens)
+        gens = out.episodes
+        assert len(gens) == 12 and out.tokens == sum(len(g.response_ids) for g in gens)
         assert sorted({g.prompt_index for g in gens}) == [0, 1, 2]
         for g in gens[:4]:
             ref = hf.prompt_logprobs([g.prompt_ids + g.response_ids])[0][len(g.prompt_ids) - 1:]
@@ -75,7 +76,7 @@ def test_vllm_actor_matches_hf_and_loads_pushed_weights(ray_local, tiny_model_di
         other = build_tiny_model(tmp_path / "other", seed=123)
         state = AutoModelForCausalLM.from_pretrained(other).state_dict()
         plan, flats = flat_buckets(state)
-        group.load_from_object_store(plan, [ray.put(f) for f in flats], version=5)
+        group.receive_weights(plan, 5, "object_store", [ray.put(f) for f in flats])
         assert group.weight_versions() == [5]
         seq = [1, 5, 6, 7, 8, 9, 10, 11, 12]
         got = torch.tensor(group.prompt_logprobs([seq])[0])
@@ -84,6 +85,6 @@ def test_vllm_actor_matches_hf_and_loads_pushed_weights(ray_local, tiny_model_di
         before = torch.tensor(hf.prompt_logprobs([seq])[0])
         assert not torch.allclose(want, before, atol=1e-2)
         assert torch.allclose(got, want, atol=2e-3), (got, want)
-        assert all(g.weight_version == 5 for g in group.generate([[1, 5]], seed=0)["episodes"])
+        assert all(g.weight_version == 5 for g in group.generate([[1, 5]], seed=0).episodes)
     finally:
         group.shutdown()

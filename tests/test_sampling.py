@@ -1,8 +1,8 @@
-"""Dynamic sampling and overlong handling (ALGORITHMS.md §1)."""
+"""Dynamic sampling and overlong handling (docs/ALGORITHMS.md §1)."""
 import pytest
 import torch
 
-from forkrl.orchestrator.sampling import keep_mask_nonzero_variance, overlong_mask, overlong_penalty
+from forkrl.orchestrator.sampling import keep_mask_nonzero_variance, overlong_penalty
 
 
 def test_keep_iff_some_but_not_all_correct():
@@ -41,9 +41,3 @@ def test_keep_mask_needs_groups():
         keep_mask_nonzero_variance(torch.ones(4))
     assert keep_mask_nonzero_variance(torch.tensor([[0.0, 1e-9]])).tolist() == [True]
 
-
-def test_overlong_mask_drops_truncated():
-    lengths = torch.tensor([5, 10, 10])
-    assert overlong_mask(lengths, 10).tolist() == [True, False, False]
-    truncated = torch.tensor([False, False, True])  # the engine says #2 hit EOS at the limit
-    assert overlong_mask(lengths, 10, truncated).tolist() == [True, True, False]

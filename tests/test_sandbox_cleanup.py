@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from forkrl.rewards.sandbox import Limits, _remove_tree, bwrap_problem, run_python, sweep_stale_dirs
+from forkrl.rewards.sandbox import Limits, bwrap_problem, run_python, sweep_stale_dirs
+from forkrl.rewards.sandbox_fallback import _remove_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 

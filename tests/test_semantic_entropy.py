@@ -1,4 +1,4 @@
-"""Semantic entropy and the SENT curriculum (ALGORITHMS.md §4)."""
+"""Semantic entropy and the SENT curriculum (docs/ALGORITHMS.md §4)."""
 import math
 
 import pytest

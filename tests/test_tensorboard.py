@@ -27,7 +27,7 @@ def test_wandb_offline_run_writes_locally(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_SILENT", "true")
     sink = MetricsSink(tmp_path, ray_metrics=False, wandb_project="forkrl-test", wandb_mode="offline",
-                       job="tiny", config={"trainer": {"steps": 2}})
+                       run="tiny", config={"trainer": {"steps": 2}})
     sink.log(1, {"reward/mean": 0.25})
     sink.close()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))

@@ -8,11 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from forkrl.actors.rollout import Generated
 from forkrl.common.episode import Episode
 from forkrl.orchestrator.config import load_config
 from forkrl.orchestrator.data import PromptRow, PromptStream
-from forkrl.orchestrator.rollout_queue import RolloutQueue
+from forkrl.orchestrator.loops import AsyncLoop, SyncLoop
 from forkrl.orchestrator.trainer import Trainer
+from forkrl.rewards.pool import VerifierPool
 
 
 SAMPLE0 = 5000
@@ -46,18 +48,23 @@ class FakeRollout:
                     eps.append(Episode(p, s, list(ids), [SAMPLE0 + len(self.generated)], [-0.5], "stop", "",
                                        self.version))
                     self.generated.append(len(self.generated))
-            t["out"] = {"episodes": eps, "seconds": 1.0, "busy_seconds": 1.0, "tokens": len(eps)}
+            t["out"] = Generated(eps, 1.0, 1.0, len(eps))
 
     def collect(self, task):
         self._run_until(task)
         out = task["out"]
-        return dict(out, episodes=list(out["episodes"]))
+        return Generated(list(out.episodes), out.seconds, out.busy_seconds, out.tokens)
 
     def generate(self, prompts, seed, n=None, temperature=None):
         return self.collect(self.submit(prompts, seed, n, temperature))
 
 
-class FakePool:
+class FakePool(VerifierPool):
+    """The real pool's Episode -> Sample boundary (score_groups) over a fake scorer, without Ray."""
+
+    def __init__(self):
+        pass
+
     def score(self, samples):
         # correct when the sample number is odd: each group of 2 has one right, one wrong
         return [SimpleNamespace(reward=float(int(s.uid[-1]) % 2), correct=bool(int(s.uid[-1]) % 2),
@@ -115,14 +122,17 @@ def make_trainer(tmp_path, mode: str, staleness: int = 1, prompts: int = 2, *ext
     trainer.rollout = FakeRollout(samples=2)
     trainer.pool, trainer.learner = FakePool(), FakeLearner()
     trainer.pusher = FakePusher(trainer.rollout)
-    if mode == "async":
-        trainer.queue = RolloutQueue(trainer._draw, trainer._submit)
     return trainer
 
 
 def trained_samples(trainer) -> list[int]:
     """The fake rollout's number of every trained row (its unique response token)."""
     return [int(t) - SAMPLE0 for b in trainer.learner.batches for t in b.input_ids[b.loss_mask > 0]]
+
+
+def test_the_mode_is_decided_once_by_the_config(tmp_path):
+    assert type(make_trainer(tmp_path / "s", "sync").loop) is SyncLoop
+    assert type(make_trainer(tmp_path / "a", "async").loop) is AsyncLoop
 
 
 def test_sync_step_carries_episodes_from_rollout_to_the_batch(tmp_path):
@@ -150,7 +160,7 @@ def test_async_staleness_is_bounded_and_every_sample_is_trained_once(tmp_path, s
         return orig(groups)
 
     trainer.train = record
-    steps = [trainer.step_async() for _ in range(6)]
+    steps = [trainer.step() for _ in range(6)]
     # steady state: exactly `staleness` versions behind, never more, and nothing dropped
     assert ages == [0] + [min(s, staleness) for s in range(1, 6)]
     assert [m["staleness/max"] for m in steps] == [float(a) for a in ages]
@@ -160,36 +170,36 @@ def test_async_staleness_is_bounded_and_every_sample_is_trained_once(tmp_path, s
     # `staleness` requests still in flight have not run yet in this fake)
     trained = trained_samples(trainer)
     assert len(trained) == 24 and sorted(trained) == list(range(24))
-    assert len(trainer.queue) == staleness
+    assert len(trainer.loop.queue) == staleness
     assert [m["step/weight_version"] for m in steps] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
 
 
 def test_async_drops_groups_older_than_the_bound(tmp_path):
     trainer = make_trainer(tmp_path, "async", staleness=1)
-    trainer.step_async()
+    trainer.step()
     trainer.pusher.push()  # an extra version nobody trained for: the buffered request is now 2 behind
-    m = trainer.step_async()
+    m = trainer.step()
     # the 2 stale groups are dropped and the step refills nothing (no dynamic sampling): it trains none
     assert m["staleness/dropped_groups"] == 2.0 and m["step/groups_trained"] == 0.0
     assert "staleness/max" not in m and len(trainer.learner.batches) == 1
     # stale_groups='keep' trains them (the loss's importance sampling corrects them)
     keep = make_trainer(tmp_path, "async", staleness=1)
     keep.cfg.trainer.stale_groups = "keep"
-    keep.step_async()
+    keep.step()
     keep.pusher.push()
-    m = keep.step_async()
+    m = keep.step()
     assert m["staleness/dropped_groups"] == 0.0 and m["step/groups_trained"] == 2.0 and m["staleness/max"] == 2.0
 
 
 def test_async_checkpoint_state_points_at_the_oldest_request_in_flight(tmp_path):
     trainer = make_trainer(tmp_path, "async", staleness=2)
-    trainer.step_async()  # consumed request 0; requests 1 and 2 in flight
+    trainer.step()  # consumed request 0; requests 1 and 2 in flight
     state = trainer._state()
     assert state["request"] == 1
     assert state["data"]["position"] == 2  # before request 1's rows (2 prompts per request)
     # a restore forgets the requests in flight and draws their prompts again
     trainer._load_state(state)
-    assert len(trainer.queue) == 0 and trainer.queue.next_index == 1 and trainer.stream.position == 2
+    assert len(trainer.loop.queue) == 0 and trainer.loop.queue.next_index == 1 and trainer.stream.position == 2
 
 
 def test_held_out_pass_at_k_beside_greedy_pass_at_1(tmp_path):
@@ -234,7 +244,7 @@ def test_rows_keep_groups_together_for_the_packed_learner(tmp_path, packing, exp
 
     def varied(task):
         out = collect(task)
-        for ep in out["episodes"]:
+        for ep in out.episodes:
             n = next(lengths)
             ep.response_ids, ep.logprobs = list(ep.response_ids) * n, list(ep.logprobs) * n
         return out
@@ -256,7 +266,7 @@ def test_steps_and_evaluations_keep_scored_samples_without_changing_the_run(tmp_
     logged = make_trainer(tmp_path / "logged", mode, 1, 2, "logging.sample_prompts=1")
     logged.eval_rows = logged.stream.rows[:3]
     quiet.eval_rows = quiet.stream.rows[:3]
-    step = [t.step_async() if mode == "async" else t.step() for t in (quiet, logged)]
+    step = [t.step() for t in (quiet, logged)]
     for t in (quiet, logged):
         t.evaluate()
     # the same batches whether or not samples are logged

@@ -37,7 +37,7 @@ def test_pushed_weights_match_learner_logprobs(ray_local, tiny_model_dir, transp
         probe = pack_batch([episode(seq[:3], seq[3:])], pad_id=0, temperature=1.0)
         before = rollout.prompt_logprobs([seq])[0]
 
-        episodes = rollout.generate([[1, 5, 6], [1, 9]], seed=0)["episodes"]
+        episodes = rollout.generate([[1, 5, 6], [1, 9]], seed=0).episodes
         for i, ep in enumerate(episodes):
             ep.advantage = 1.0 if i % 2 else -1.0
         learner.train_step(pack_batch(episodes, pad_id=0, temperature=1.0))
@@ -45,7 +45,7 @@ def test_pushed_weights_match_learner_logprobs(ray_local, tiny_model_dir, transp
         pending = pusher.push(wait=False)
         assert pusher.version == 1
         # The engine loads after its in-flight generate, which stays tagged with the old version.
-        assert {ep.weight_version for ep in ray.get(in_flight)["episodes"]} == {0}
+        assert {ep.weight_version for ep in ray.get(in_flight).episodes} == {0}
         stats = pending.wait()
         assert pending.done()
         assert stats["sync/version"] == 1.0 and stats["sync/bytes"] > 0 and stats["sync/seconds"] > 0
@@ -78,7 +78,7 @@ def test_a_bf16_wire_halves_the_push_and_the_engine_loads_it(ray_local, tiny_mod
         try:
             pusher = WeightPusher(learner, rollout, lcfg.weight_sync, "gloo")
             assert {dt for b in pusher.plan for _, dt, _ in b} == {wire}
-            episodes = rollout.generate([[1, 5, 6], [1, 9]], seed=0)["episodes"]
+            episodes = rollout.generate([[1, 5, 6], [1, 9]], seed=0).episodes
             for i, ep in enumerate(episodes):
                 ep.advantage = 1.0 if i % 2 else -1.0
             learner.train_step(pack_batch(episodes, pad_id=0, temperature=1.0))
@@ -113,7 +113,7 @@ def test_dead_rollout_actor_is_restarted_and_brought_to_the_current_weights(ray_
     rollout = RolloutGroup(rcfg, str(tiny_model_dir))
     try:
         pusher = WeightPusher(learner, rollout, lcfg.weight_sync, "gloo")
-        episodes = rollout.generate([[1, 5, 6]], seed=0)["episodes"]
+        episodes = rollout.generate([[1, 5, 6]], seed=0).episodes
         for i, ep in enumerate(episodes):
             ep.advantage = 1.0 - 2 * i
         learner.train_step(pack_batch(episodes, pad_id=0, temperature=1.0))
