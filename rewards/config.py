@@ -29,10 +29,13 @@ class MathRewardConfig(BaseModel):
     """When the gold is a number, the answer must be one too (a signed decimal, or a fraction in lowest
     terms), else it scores 0 as "unsimplified". math-verify evaluates expressions, so without this rule
     "\\boxed{7 + 15 - 9}" (the question copied into the box) equals 13: a GRPO run on arithmetic learned
-    exactly that in 20 steps (held-out pass@1 0.16 -> 1.0). A number read from prose that is an operand of
-    arithmetic left undone ("What is 0 + 17?" graded 17) is "unsimplified" too, and an equation chain is
-    graded by its last side ("\\boxed{8 + 13 - 7 = 14}" is 14). Symbolic golds (\\sqrt{2}, sets,
-    intervals) are still compared by equivalence alone."""
+    exactly that in 20 steps (held-out pass@1 0.16 -> 1.0). The same guards judge every extracted answer,
+    boxed or not (rewards/math_guards.py): a number that is an operand of arithmetic left undone ("What
+    is 0 + 17?" graded 17, in symbols, LaTeX, Unicode or words) is "unsimplified"; an equation chain's
+    number sides must agree with each other and with its arithmetic ("contradiction" otherwise:
+    "\\boxed{20 = 17 + 3}" is 20, "x = 19 = 20" scores 0); a number only bounded, approximated or
+    offered beside another is "hedge". Symbolic golds (\\sqrt{2}, sets, intervals) are still compared
+    by equivalence alone."""
 
 
 class CodeRewardConfig(BaseModel):

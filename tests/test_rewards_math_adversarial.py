@@ -62,7 +62,9 @@ CASES = [
     ("echo_then_brace", "0 + 17}", "17", 0.0, UNSIMPLIFIED),
     ("echo_negative_gold", "What is 0 - 8?", "-8", 0.0, UNSIMPLIFIED),
     ("echo_cut_off_at_equals", "19 + 17=", "36", 0.0, UNSIMPLIFIED),
-    ("boxed_equation_wrong_side", "\\boxed{37 = 19+17}", "36", 0.0, UNSIMPLIFIED),
+    # (was "unsimplified" when a chain answered with its last side; now its number side 37 is the answer
+    # and the arithmetic side 19+17 = 36 disagrees with it: still 0, for the truer reason)
+    ("boxed_equation_wrong_side", "\\boxed{37 = 19+17}", "36", 0.0, "contradiction"),
     # honest work around those rules: an equation chain answers with its last side
     ("boxed_equation_chain", "\\boxed{8 + 13 - 7 = 14}", "14", 1.0, OK),
     ("boxed_equation_no_spaces", "\\boxed{19+17=36}", "36", 1.0, OK),
@@ -218,10 +220,149 @@ CASES = [
 ]
 
 
+# --- issue 24, reward integrity second pass: one extraction path, one set of guards ----------------------
+# (rules: rewards.math_extract, rewards.math_guards, rewards.math_clean)
+HEDGE, CONTRA = "hedge", "contradiction"
+ECHOES = [
+    # the question echoed back, its operator in every dress: the graded number is an operand
+    ("unbraced_box_in_question", "What is \\boxed 17 + 0?", "17", 0.0, UNSIMPLIFIED),
+    ("unbraced_fbox", "\\fbox 0 + 17", "0", 0.0, UNSIMPLIFIED),
+    ("braced_box_first_operand", "\\boxed{17} + 0", "17", 0.0, UNSIMPLIFIED),
+    ("braced_box_last_operand", "0 + \\boxed{17}", "17", 0.0, UNSIMPLIFIED),
+    ("text_plus", "What is 0 \\text{+} 17?", "17", 0.0, UNSIMPLIFIED),
+    ("texttt_plus", "What is 0 \\texttt{+} 17?", "17", 0.0, UNSIMPLIFIED),
+    ("mathbin_plus", "What is 0 \\mathbin{+} 17?", "17", 0.0, UNSIMPLIFIED),
+    ("nested_text_plus", "What is 0 \\text{\\texttt{+}} 17?", "17", 0.0, UNSIMPLIFIED),
+    ("enspace_plus", "What is 0 \\enspace+ 17?", "17", 0.0, UNSIMPLIFIED),
+    ("hspace_plus", "What is 0 \\hspace{1em}+ 17?", "17", 0.0, UNSIMPLIFIED),
+    ("kern_plus", "What is 0 \\kern2pt+\\mkern3mu 17?", "17", 0.0, UNSIMPLIFIED),
+    ("circled_plus", "What is 0 \u2295 17?", "17", 0.0, UNSIMPLIFIED),
+    ("small_plus_fe62", "What is 0 \ufe62 17?", "17", 0.0, UNSIMPLIFIED),
+    ("heavy_plus", "What is 0 \u2795 17?", "17", 0.0, UNSIMPLIFIED),
+    ("zero_width_space_plus", "What is 0 \u200b+ 17?", "17", 0.0, UNSIMPLIFIED),
+    ("zero_width_joiner_plus", "What is 0\u200d+\u200d17?", "17", 0.0, UNSIMPLIFIED),
+    ("align_ampersands", "What is 0 &+& 17?", "17", 0.0, UNSIMPLIFIED),
+    ("inline_math_delimiters", "What is \\(0 + \\)17?", "17", 0.0, UNSIMPLIFIED),
+    ("phantom_padding_plus", "What is 0 \\phantom{x}+ 17?", "17", 0.0, UNSIMPLIFIED),
+    ("invisible_plus_still_counts", "What is 0 \\textcolor{white}{+} 17?", "17", 0.0, UNSIMPLIFIED),
+    ("operator_word_zero_plus", "What is zero plus 17?", "17", 0.0, UNSIMPLIFIED),
+    ("operator_word_caps", "What is 0 PLUS 17?", "17", 0.0, UNSIMPLIFIED),
+    ("sum_of_and", "What is the sum of 0 and 17?", "17", 0.0, UNSIMPLIFIED),
+    ("sum_of_first_operand", "The sum of 17 and 0", "17", 0.0, UNSIMPLIFIED),
+    ("add_to", "Add 0 to 17.", "17", 0.0, UNSIMPLIFIED),
+    ("more_than", "What is 0 more than 17?", "17", 0.0, UNSIMPLIFIED),
+    ("minus_word", "What is 5 minus 5 plus 7?", "7", 0.0, UNSIMPLIFIED),
+    ("math_bold_digits_echo", "What is \U0001d7ce + \U0001d7cf\U0001d7d5?", "17", 0.0, UNSIMPLIFIED),
+    ("arabic_indic_echo", "What is \u0660 + \u0661\u0667?", "17", 0.0, UNSIMPLIFIED),
+    ("echo_parenthesised_operand", "What is 0 + (17)?", "17", 0.0, UNSIMPLIFIED),
+    ("echo_equals_question_mark", "0 + 17 = ?", "17", 0.0, UNSIMPLIFIED),
+    ("echo_latex_line_break", "What is 0 +\\\\ 17?", "17", 0.0, UNSIMPLIFIED),
+    ("echo_newline_macro", "What is 0 + \\newline 17?", "17", 0.0, UNSIMPLIFIED),
+    ("echo_dotplus", "What is 0 \\dotplus 17?", "17", 0.0, UNSIMPLIFIED),
+    ("echo_word_in_text", "What is 0 \\text{ plus } 17?", "17", 0.0, UNSIMPLIFIED),
+    ("echo_doubled_operator", "What is 0 ++ 17?", "17", 0.0, UNSIMPLIFIED),
+    ("echo_superscript_plus", "What is 0 \u207a 17?", "17", 0.0, UNSIMPLIFIED),
+    ("echo_sign_is_a_minus", "What is 0 -8?", "-8", 0.0, UNSIMPLIFIED),
+    ("negative_after_equals", "x = -8", "-8", 1.0, OK),
+    ("disowning_the_operand_keeps_the_echo", "What is 0 + 17? Not 0.", "17", 0.0, UNSIMPLIFIED),
+]
+DISOWNED = [
+    # a number the response negates, bounds or offers beside another is never the answer
+    ("negated_then_corrected", "The answer is not 20, it is 21.", "20", 0.0, WRONG),
+    ("negated_only", "The answer is not 20.", "20", 0.0, NONE),
+    ("isnt", "It isn't 20.", "20", 0.0, NONE),
+    ("negated_box", "The answer is not \\boxed{20}, it is \\boxed{21}.", "20", 0.0, WRONG),
+    ("between_upper", "The answer is between 19 and 21.", "21", 0.0, HEDGE),
+    ("between_lower", "The answer is between 19 and 21.", "19", 0.0, HEDGE),
+    ("less_than", "The answer is less than 21.", "21", 0.0, HEDGE),
+    ("at_most", "The answer is at most 21.", "21", 0.0, HEDGE),
+    ("at_least", "The answer is at least 19.", "19", 0.0, HEDGE),
+    ("or_more", "21 or more", "21", 0.0, HEDGE),
+    ("or_so", "The answer is 20 or so.", "20", 0.0, HEDGE),
+    ("one_of_two_in_prose", "maybe 20 or 21", "21", 0.0, HEDGE),
+    ("less_than_symbol", "so x < 21", "21", 0.0, HEDGE),
+    ("le_macro", "so x \\le 21", "21", 0.0, HEDGE),
+    ("chain_sides_disagree_prose", "x = 19 = 20", "20", 0.0, CONTRA),
+    ("chain_sides_disagree_box", "\\boxed{x = 19 = 20}", "20", 0.0, CONTRA),
+    ("chain_arithmetic_disagrees", "\\boxed{20 = 17 + 4}", "20", 0.0, CONTRA),
+    ("number_before_equals_disagrees", "We get 19 = 20.", "20", 0.0, CONTRA),
+    ("correction_overrides_box", "\\boxed{20}. Actually, 21.", "20", 0.0, WRONG),
+    # invisible content is removed before extraction
+    ("phantom_box", "\\phantom{\\boxed{20}}19", "20", 0.0, WRONG),
+    ("hphantom_unbraced", "\\hphantom 2 19", "219", 0.0, WRONG),
+    ("white_box", "\\textcolor{white}{\\boxed{20}}", "20", 0.0, NONE),
+    ("white_rgb_box", "\\textcolor[rgb]{1,1,1}{\\boxed{20}}", "20", 0.0, NONE),
+    ("color_switch_box", "{\\color{white}\\boxed{20}} 19", "20", 0.0, WRONG),
+    ("html_comment_box", "<!-- \\boxed{20} --> 19", "20", 0.0, WRONG),
+    ("hidden_html_span", "<span style=\"color: white\">\\boxed{20}</span> 19", "20", 0.0, WRONG),
+    ("iffalse_box", "\\iffalse \\boxed{20} \\fi 19", "20", 0.0, WRONG),
+    ("scalebox_zero", "\\scalebox{0}{\\boxed{20}} 19", "20", 0.0, WRONG),
+    # a list is no decimal comma; "19,20" reads 19.20 and answers neither 19 nor 20
+    ("list_with_space", "\\boxed{20, 0}", "20", 0.0, UNSIMPLIFIED),
+    ("decimal_comma_is_no_hedge", "\\boxed{19,20}", "20", 0.0, WRONG),
+]
+HONEST = [
+    ("markdown_bold", "**20**", "20", 1.0, OK),
+    ("markdown_bold_result", "17 + 3 = **20**", "20", 1.0, OK),
+    ("markdown_bold_sentence", "**The answer is 20.**", "20", 1.0, OK),
+    ("markdown_bold_after_colon", "Answer: **20**", "20", 1.0, OK),
+    ("markdown_italic", "*20*", "20", 1.0, OK),
+    ("markdown_underscores", "__20__", "20", 1.0, OK),
+    ("inline_code", "`20`", "20", 1.0, OK),
+    ("fenced_number", "```\n20\n```", "20", 1.0, OK),
+    ("fenced_number_with_language", "```text\n20\n```", "20", 1.0, OK),
+    ("self_correction", "The answer is 19. Actually, it is 20.", "20", 1.0, OK),
+    ("self_correction_not_first", "The answer is 19. Actually, it is 20.", "19", 0.0, WRONG),
+    ("no_comma_correction", "No, 20.", "20", 1.0, OK),
+    ("inline_no_correction", "The answer is 19, no, 20.", "20", 1.0, OK),
+    ("or_rather", "19, or rather 20", "20", 1.0, OK),
+    ("corrected_box", "The answer is \\boxed{19}. Correction: \\boxed{20}", "20", 1.0, OK),
+    ("result_then_negation", "17 + 3 = 20, not 21.", "20", 1.0, OK),
+    ("answer_then_negation", "The answer is 20 (not 21).", "20", 1.0, OK),
+    ("box_equation_result_first", "\\boxed{20 = 17 + 3}", "20", 1.0, OK),
+    ("chain_sides_agree", "So x = 20 = 20.", "20", 1.0, OK),
+    ("words", "twenty", "20", 1.0, OK),
+    ("words_sentence", "Twenty.", "20", 1.0, OK),
+    ("words_restated", "twenty (20)", "20", 1.0, OK),
+    ("words_anchor", "The answer is twenty.", "20", 1.0, OK),
+    ("words_in_box", "\\boxed{twenty}", "20", 1.0, OK),
+    ("words_hyphenated", "The answer is twenty-three.", "23", 1.0, OK),
+    ("displaystyle", "\\boxed{\\displaystyle 20}", "20", 1.0, OK),
+    ("left_right_parens", "\\boxed{\\left(20\\right)}", "20", 1.0, OK),
+    ("parenthesised", "(20)", "20", 1.0, OK),
+    ("bf_switch", "\\boxed{{\\bf 20}}", "20", 1.0, OK),
+    ("underline", "\\boxed{\\underline{20}}", "20", 1.0, OK),
+    ("mathbf", "\\boxed{\\mathbf{20}}", "20", 1.0, OK),
+    ("boldsymbol", "\\boxed{\\boldsymbol{20}}", "20", 1.0, OK),
+    ("textbf_in_dollar_box", "$\\boxed{\\textbf{20}}$", "20", 1.0, OK),
+    ("trailing_thick_space", "\\boxed{20\\;}", "20", 1.0, OK),
+    ("trailing_space_macro_prose", "The answer is 20 \\;", "20", 1.0, OK),
+    ("display_math_box", "$$\n\\boxed{20}\n$$", "20", 1.0, OK),
+    ("arabic_indic_digits", "\u0662\u0660", "20", 1.0, OK),
+    ("devanagari_digits", "\u0968\u0966", "20", 1.0, OK),
+    ("math_bold_digits", "\U0001d7d0\U0001d7ce", "20", 1.0, OK),
+    ("fullwidth_digits", "\uff12\uff10", "20", 1.0, OK),
+    ("zero_width_joiner_inside", "2\u200d0", "20", 1.0, OK),
+    ("sign_in_text_mode", "\\boxed{\\text{-}5}", "-5", 1.0, OK),
+    ("soft_hyphen_inside", "\\boxed{2\u00ad0}", "20", 1.0, OK),
+    ("superscript_is_a_power", "\\boxed{3\u00b2}", "32", 0.0, UNSIMPLIFIED),  # 3^{2}, not 32
+    # "20,0": one comma before other than three digits is a decimal comma (rewards.math_guards.decimal_comma)
+    ("decimal_comma_box", "\\boxed{20,0}", "20", 1.0, OK),
+    ("decimal_comma_prose", "The answer is 20,0.", "20", 1.0, OK),
+    ("decimal_comma_fraction", "\\boxed{1,5}", "1.5", 1.0, OK),
+    ("thousands_stay_thousands", "\\boxed{1,500}", "1500", 1.0, OK),
+    ("check_after_answer", "The answer is 20. Check: 20 - 3 = 17.", "20", 1.0, OK),
+    ("restated_no_hedge", "The answer is 1/2, or 0.5.", "0.5", 1.0, OK),
+    ("committed_after_echo", "What is 17 + 0? No, 17.", "17", 1.0, OK),
+]
+CASES += ECHOES + DISOWNED + HONEST
+
+
 def test_case_ids_are_unique_and_both_verdicts_appear():
     ids = [c[0] for c in CASES]
     assert len(ids) == len(set(ids))  # a repeated id would hide a case from a -k selection
     assert {c[3] for c in CASES} == {0.0, 1.0}
+    assert len(ECHOES + DISOWNED + HONEST) >= 60  # issue 24's rows
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +430,16 @@ EXTRACT = [
     ("\\boxed{3} 4", "3", "boxed"),
     ("\\boxed{3 4", None, "bad_box: unbalanced"),
     ("no digits", None, "none"),
+    # issue 24: which step reads the answer once the response is cleaned
+    ("What is \\boxed 17 + 0?", "17", "boxed"),  # read as boxed, then judged by the same guards
+    ("\\phantom{\\boxed{20}}19", "19", "math_verify"),  # no box is left to read
+    ("The answer is not 20, it is 21.", "21", "answer_is"),  # the disowned 20 is no candidate
+    ("The answer is 19. Actually, it is 20.", "20", "math_verify"),  # read from the correction on
+    ("\\boxed{20}. Actually, let me check: 17 + 3 = 20.", "20", "boxed"),  # agrees: the box keeps its form
+    ("The answer is twenty.", "20", "answer_is"),
+    ("#### twenty", "20", "gsm8k"),
+    ("Twenty.", "20", "last_number"),
+    ("```python\nprint(20)\n```", None, "none"),  # a fence with code is still dropped
 ]
 
 
@@ -436,7 +587,7 @@ def test_second_direction_skipped_once_budget_spent(monkeypatch, elapsed, verdic
 
     import math_verify
 
-    import forkrl.rewards.math_verifier as mv
+    import forkrl.rewards.math_equivalence as mv
 
     calls = []
     monkeypatch.setattr(math_verify, "verify", lambda *a, **k: calls.append(a) or len(calls) == 2)
@@ -458,3 +609,9 @@ def test_numbers_as_numbers_off_grades_by_value_alone():
     cheat = Sample("u", "p", "\\boxed{7 + 15 - 9}", "13")
     assert score_math(cheat, MathRewardConfig(numbers_as_numbers=False)).reward == 1.0
     assert score_math(cheat, MathRewardConfig()).reason == UNSIMPLIFIED
+
+
+def test_guards_off_grade_by_value_alone():
+    """numbers_as_numbers is the switch for every guard: off, the boxed echo is graded by its value."""
+    s = score_math(Sample("u", "p", "What is \\boxed 17 + 0?", "17"), MathRewardConfig(numbers_as_numbers=False))
+    assert (s.reward, s.reason) == (1.0, OK)
