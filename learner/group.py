@@ -78,6 +78,23 @@ class LearnerGroup:
             raise
 
     # ---- training ----------------------------------------------------------------------------
+    def dead_ranks(self, timeout_s: float = 10.0) -> list[int]:
+        """Ranks whose actor is dead (a short ping of each). A rank that does not answer within
+        `timeout_s` (stuck in a collective with a dead peer) counts as alive: it dies with the group's
+        restart."""
+        import ray
+
+        refs = [a.get_address.remote() for a in self.actors]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        dead = []
+        for rank, ref in enumerate(refs):
+            if ref in ready:
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayActorError:
+                    dead.append(rank)
+        return dead
+
     def train_step(self, batch: TrainBatch, measure_mechanism: bool = False) -> dict[str, float]:
         """Shard by tokens (per global mini-batch), train on every rank, return global metrics
         (`measure_mechanism`: LearnerWorker.train_step's entropy-mechanism passes, on every rank)."""

@@ -131,3 +131,12 @@ def setup_worker() -> None:
     root.addHandler(_handler(console, console_only_own=True))
     root.setLevel(logging.INFO)
     logging.captureWarnings(True)
+
+
+def progress_bar(enabled: bool, total: int, start: int):
+    """The run's progress bar on the console (tqdm), or None when `logging.progress` is off."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="forkrl", unit="step", dynamic_ncols=True)

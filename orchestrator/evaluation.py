@@ -15,8 +15,10 @@ or greedy decoding (the trainer's greedy accuracy stays ``eval/accuracy``).
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def resolve_sample_temperature(sample_temperature: float | None, rollout_temperature: float) -> float:
@@ -104,3 +106,11 @@ def problem_rows(step: int, greedy: Sequence[Sequence], sampled: Sequence[Sequen
             row.update(n=len(sampled[i]), c=sum(bool(ep.correct) for ep in sampled[i]))
         rows.append(row)
     return rows
+
+
+def append_problem_rows(path: Path, rows: Sequence[dict]) -> None:
+    """Append `problem_rows` to a run's eval_problems.jsonl (a resumed run appends again; readers keep
+    the last rows of a step)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -30,23 +30,6 @@ class LearnerFailed(RuntimeError):
     """A learner rank died during a learner phase; the run loop restarts the group."""
 
 
-def dead_learner_ranks(learner: LearnerGroup, timeout_s: float = 10.0) -> list[int]:
-    """Ranks whose actor is dead. A rank that does not answer within `timeout_s` (stuck in a
-    collective with a dead peer) counts as alive: it dies with the group's restart."""
-    import ray
-
-    refs = [a.get_address.remote() for a in learner.actors]
-    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-    dead = []
-    for rank, ref in enumerate(refs):
-        if ref in ready:
-            try:
-                ray.get(ref)
-            except ray.exceptions.RayActorError:
-                dead.append(rank)
-    return dead
-
-
 class Recovery:
     def __init__(self, max_restarts: int, restart_learner: Callable[[], None],
                  resync_rollout: Callable[[], None]):
@@ -65,7 +48,7 @@ class Recovery:
         try:
             yield
         except ray.exceptions.RayError as e:
-            dead = dead_learner_ranks(learner)
+            dead = learner.dead_ranks()
             if not dead:
                 raise
             raise LearnerFailed(f"learner rank(s) {dead} died ({type(e).__name__})") from e

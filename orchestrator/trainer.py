@@ -15,7 +15,6 @@ spot reclaim) finishes the current phase, checkpoints, and returns `stopped`.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import signal
@@ -30,7 +29,8 @@ from forkrl.common.episode import Group, group_by_prompt
 from forkrl.orchestrator import checkpoint as ckpt
 from forkrl.orchestrator import startup
 from forkrl.orchestrator.config import JobConfig
-from forkrl.orchestrator.evaluation import problem_rows
+from forkrl.orchestrator.console import progress_bar
+from forkrl.orchestrator.evaluation import append_problem_rows, problem_rows
 from forkrl.orchestrator.loops import make_loop
 from forkrl.orchestrator.recovery import LearnerFailed, Recovery
 from forkrl.orchestrator.samples import SampleLog
@@ -296,8 +296,7 @@ class Trainer:
             sampled, _ = self.generate(self.eval_rows, seed=54321, n=e.samples_per_prompt, temperature=temp)
             self.verify(self.eval_rows, sampled, f"passk{self.step_idx}")
             m.update(pass_at_k_metrics([[bool(ep.correct) for ep in g] for g in sampled], e.pass_k))
-        with open(self.run_dir / "eval_problems.jsonl", "a") as f:  # per-problem results (compare bench)
-            f.writelines(json.dumps(r) + "\n" for r in problem_rows(self.step_idx, groups, sampled))
+        append_problem_rows(self.run_dir / "eval_problems.jsonl", problem_rows(self.step_idx, groups, sampled))
         return m
 
     # ---- the run -----------------------------------------------------------------------------
@@ -317,7 +316,7 @@ class Trainer:
             ev = self.evaluate()
             self.metrics.log(0, ev)
             log.info("step 0 eval: %s", fmt(ev))
-        self.bar = _progress(cfg, self.step_idx)
+        self.bar = progress_bar(cfg.logging.progress, cfg.trainer.steps, self.step_idx)
         while self.step_idx < cfg.trainer.steps and not self.stop_reason:
             try:
                 self._advance()
@@ -411,10 +410,3 @@ class Trainer:
                 with contextlib.suppress(Exception):
                     obj.shutdown()
 
-
-def _progress(cfg: JobConfig, start: int):
-    if not cfg.logging.progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=cfg.trainer.steps, initial=start, desc="forkrl", unit="step", dynamic_ncols=True)

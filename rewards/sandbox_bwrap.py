@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from .sandbox_process import (
     IS_ROOT,
-    RESULT_ENV,
     RUNNER,
     interpreter,
     pick_uid,
@@ -55,7 +54,8 @@ class BwrapLaunch:
     def net_isolation(self) -> str:
         return "netns"
 
-    def prepare(self, source: str, chan: int | None, mem) -> tuple[list[str], list[int], dict]:
+    def prepare(self, source: str, extra: dict[str, int], mem) -> tuple[list[str], list[int], dict]:
+        """bwrap's argv; `extra` maps an env name to the fd the program gets under it."""
         uid = pick_uid() if IS_ROOT else None
         spec = runner_spec(self.limits, uid, "/sbx/program.py", "/tmp", None, [])
         data = {"/sbx/runner.py": RUNNER.read_bytes(), "/sbx/spec.json": json.dumps(spec).encode(),
@@ -63,13 +63,12 @@ class BwrapLaunch:
         self._info_r, self._info_w = os.pipe()
         self._fds += [self._info_r, self._info_w]
         pass_fds = [self._info_w]
-        argv = [bwrap_binary(), *_bwrap_args(self.limits, chan), "--info-fd", str(self._info_w)]
+        argv = [bwrap_binary(), *_bwrap_args(self.limits, extra), "--info-fd", str(self._info_w)]
         for dest, content in data.items():  # root-only files in the sandbox; the runner reads them first
             fd = mem(dest.rsplit("/", 1)[1], content)
             pass_fds.append(fd)
             argv += ["--perms", "0400", "--ro-bind-data", str(fd), dest]
-        if chan is not None:
-            pass_fds.append(chan)
+        pass_fds += extra.values()
         argv += ["--remount-ro", "/", "--", interpreter(), *python_flags(self.limits),
                  "/sbx/runner.py", "/sbx/spec.json"]
         return argv, pass_fds, {}
@@ -183,7 +182,7 @@ def _outermost(paths: set[str]) -> list[str]:
     return sorted(out)
 
 
-def _bwrap_args(limits: Limits, chan: int | None) -> list[str]:
+def _bwrap_args(limits: Limits, extra: dict[str, int]) -> list[str]:
     args = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session", "--hostname", "sandbox"]
     if IS_ROOT:  # keep only what the runner needs to switch to its private uid; it loses them doing so
@@ -192,8 +191,8 @@ def _bwrap_args(limits: Limits, chan: int | None) -> list[str]:
         args += ["--unshare-user", "--disable-userns"]
     args += ["--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",
              "--setenv", "TMPDIR", "/tmp", "--setenv", "LANG", "C.UTF-8"]
-    if chan is not None:
-        args += ["--setenv", RESULT_ENV, str(chan)]
+    for name, fd in extra.items():
+        args += ["--setenv", name, str(fd)]
     args += [*_mounts(limits.site_packages), "--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(_TMPFS_BYTES), "--tmpfs", "/tmp", "--chdir", "/tmp"]
     return args

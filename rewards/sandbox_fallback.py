@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 
 from .sandbox_process import (
     IS_ROOT,
-    RESULT_ENV,
     RUNNER,
     kill_uid,
     pick_uid,
@@ -45,7 +44,8 @@ _DIR_RE = re.compile(r"forkrl-sbx-(\d+)-(\d+)-\w+")
 _PREIMPORT = (
     "math cmath typing collections collections.abc itertools functools heapq bisect re string random "
     "statistics fractions decimal datetime json hashlib copy operator time io array dataclasses enum "
-    "struct textwrap unicodedata contextlib abc numbers queue types traceback warnings ast signal"
+    "struct textwrap unicodedata contextlib abc numbers queue types traceback warnings ast signal calendar "
+    "base64 pprint"
 ).split()
 
 
@@ -63,7 +63,8 @@ class FallbackLaunch:
         net = self._report.get("net")
         return "unknown" if net is None else "netns" if net else "audit_hook"
 
-    def prepare(self, source: str, chan: int | None, mem) -> tuple[list[str], list[int], dict]:
+    def prepare(self, source: str, extra: dict[str, int], mem) -> tuple[list[str], list[int], dict]:
+        """The runner's argv; `extra` maps an env name to the fd the program gets under it."""
         _sweep_once()
         self.root = _new_run_dir()
         private, work = self.root / "private", self.root / "work"
@@ -77,10 +78,8 @@ class FallbackLaunch:
                            self._report_w, _preimports())
         (private / "spec.json").write_text(json.dumps(spec))
         env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8"}
-        pass_fds = [self._report_w]
-        if chan is not None:
-            env[RESULT_ENV] = str(chan)
-            pass_fds.append(chan)
+        env |= {name: str(fd) for name, fd in extra.items()}
+        pass_fds = [self._report_w, *extra.values()]
         argv = [sys.executable, *python_flags(self.limits), str(RUNNER), str(private / "spec.json")]
         return argv, pass_fds, env
 

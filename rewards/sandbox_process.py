@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 RUNNER = Path(__file__).with_name("inside_sandbox_runner.py")
 IS_ROOT = os.geteuid() == 0
 RESULT_ENV = "FORKRL_RESULT_FD"
+INPUT_ENV = "FORKRL_INPUT_FD"
 
 
 def wait_exit(pid: int, timeout: float, pidfd: int | None = None) -> bool:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from forkrl.orchestrator import checkpoint as ckpt
 from forkrl.orchestrator.storage import JOB_OUTPUT_ROOT
+from tiny_model import tiny_job
 
 pytestmark = pytest.mark.slow
 
@@ -86,17 +86,10 @@ def test_tiny_job_submitted_with_the_jobs_sdk_succeeds_and_keeps_its_outputs(ray
     run_name = f"test-jobs-{uuid.uuid4().hex[:8]}"
     run_dir = JOB_OUTPUT_ROOT.expanduser() / "runs" / run_name  # where a Ray job's relative outputs go
     recipe = ray_head["tmp"] / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "model": {"path": str(tiny_model_dir)},
-        "data": {"type": "arithmetic", "num_train": 64, "num_eval": 4},
-        "rollout": {"samples_per_prompt": 4, "max_new_tokens": 8, "max_model_len": 256, "kv_cache_gb": 0.25},
-        "reward": {"num_workers": 1, "type": "function", "function": "e2e_reward:digit_share"},
-        "learner": {"micro_batch_size": 16},
-        "trainer": {"steps": 2, "prompts_per_step": 2},
-        "eval": {"every_steps": 0},
-        "checkpoint": {"every_steps": 2, "save_hf_at_end": False},
-        "logging": {"output_dir": "runs", "run_name": run_name, "progress": False, "plot": False},
-    }))
+    recipe.write_text(yaml.safe_dump(tiny_job(
+        tiny_model_dir, data={"type": "arithmetic", "num_train": 64, "num_eval": 4},
+        checkpoint={"every_steps": 2, "save_hf_at_end": False},
+        logging={"output_dir": "runs", "run_name": run_name, "progress": False, "plot": False})))
     auth = {"Authorization": f"Bearer {ray_head['token']}"}
     client = _poll(lambda: JobSubmissionClient(ray_head["url"], headers=auth), 120, "dashboard up")
     with pytest.raises(Exception, match="(?i)unauthori|forbidden|401|403|token"):

@@ -10,14 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import yaml
-
 import forkrl.actors
 import forkrl.common
 import forkrl.learner
 import forkrl.orchestrator
 import forkrl.rewards  # noqa: F401  (the role packages, read from sys.modules below)
+import pytest
+import yaml
+from tiny_model import tiny_job
 
 ROLES = ("orchestrator", "actors", "learner", "rewards", "common")
 SHADOW = "raise ImportError('the user module {name} was imported by forkrl')\n"
@@ -68,18 +68,9 @@ def test_every_module_imports_beside_a_users_shadowing_modules(tmp_path):
 @pytest.mark.slow
 def test_a_job_runs_with_the_users_rewards_py_first_on_every_path(tmp_path, tiny_model_dir):
     wd = _user_dir(tmp_path)
-    recipe = {
-        "model": {"path": str(tiny_model_dir)},
-        "data": {"type": "arithmetic", "num_train": 16, "num_eval": 4},
-        "rollout": {"samples_per_prompt": 4, "max_new_tokens": 8, "max_model_len": 256, "kv_cache_gb": 0.25},
-        "reward": {"num_workers": 1, "type": "function", "function": "rewards:digit_share"},
-        "learner": {"micro_batch_size": 16},
-        "trainer": {"steps": 2, "prompts_per_step": 2},
-        "eval": {"every_steps": 0},
-        "checkpoint": {"every_steps": 0},
-        "cluster": {"dashboard": False},
-        "logging": {"output_dir": str(tmp_path / "runs"), "progress": False},
-    }
+    recipe = tiny_job(tiny_model_dir,
+                      reward={"num_workers": 1, "type": "function", "function": "rewards:digit_share"},
+                      logging={"output_dir": str(tmp_path / "runs"), "progress": False})
     (wd / "job.yaml").write_text(yaml.safe_dump(recipe))
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "forkrl.orchestrator.cli", "train", "job.yaml", "--run-dir",

@@ -321,14 +321,20 @@ def test_shipped_gold_data_is_invisible_inside():
         assert s.reward == 0.0, (site_packages, s)
 
 
-def _unsandboxed(source: str, stdin: str, limits, channel: bool = False) -> RunResult:
-    """The program run by a plain interpreter of our own uid, no isolation at all, the result fd a pipe."""
+def _unsandboxed(source: str, stdin: str, limits, channel: bool = False, private_input: bytes = b"") -> RunResult:
+    """The program run by a plain interpreter of our own uid, no isolation at all, the result fd a pipe,
+    the private input a memfd."""
     r, w = os.pipe()
+    inp = os.memfd_create("input", 0)
+    os.write(inp, private_input)
+    os.lseek(inp, 0, os.SEEK_SET)
     try:
-        proc = subprocess.run([sys.executable, "-I", "-S", "-c", source], env={**os.environ, "FORKRL_RESULT_FD": str(w)},
-                              pass_fds=[w], capture_output=True, timeout=60)
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", source],
+                              env={**os.environ, "FORKRL_RESULT_FD": str(w), "FORKRL_INPUT_FD": str(inp)},
+                              pass_fds=[w, inp], capture_output=True, timeout=60)
     finally:
         os.close(w)
+        os.close(inp)
     with os.fdopen(r, "rb") as f:
         chan = f.read()
     status = "ok" if proc.returncode == 0 else f"exit:{proc.returncode}"

@@ -241,6 +241,56 @@ def test_unjudgeable_cases_are_those_that_read_no_candidate_name():
     assert cc.unjudgeable_cases(cases[:2], ["f"]) == []
 
 
+@pytest.mark.parametrize("statements, excluded", [
+    (["assert tuple(candidate([1])) == tuple(sort_third([1]))"], [0]),  # sort_third: the prompt's stub, proxied
+    (["assert add(2, 2) == add(1, 3)", "assert add(1, 2) == 3"], [0]),
+    (["y = sort_third([1])", "z = y", "assert candidate([1]) == z"], [2]),  # through names, to a fixed point
+    (["assert all(candidate(x) == sort_third(x) for x in [1, 2])"], [0]),  # inside a generator
+    (["assert math.isclose(candidate(1), add(0, 1))"], [0]),
+    (["assert candidate(1) < candidate(2) < 5"], [0]),  # any comparison of two candidate values
+    (["for y in map(add, [1], [2]):\n    assert candidate(1) == y"], [0]),
+    (["assert helper(candidate(1)) == 2"], []),  # helper is the test's own
+    (["for a, b in zip(map(add, [1], [2]), [3]):\n    assert a == b"], []),  # b is the test's: a tuple target
+    (["x = [1]", "assert candidate(x) == [1]"], []),
+])
+def test_self_compared_cases_are_those_whose_expected_side_is_the_candidates(statements, excluded):
+    cases = [cc._statement(ast.parse(s).body[0], s, CAND) if len(ast.parse(s).body) == 1 else Case(s, True)
+             for s in statements]
+    got = cc.self_compared_cases(cases, ["sort_third", "add"])
+    assert [statements.index(c.src) for c in got] == excluded
+
+
+@pytest.mark.parametrize("name", ["StopIteration", "StopAsyncIteration", "GeneratorExit", "KeyboardInterrupt",
+                                  "NoSuchError", 3])
+def test_raise_as_never_raises_what_ends_a_loop_of_the_test(name):
+    import builtins
+
+    with pytest.raises(RuntimeError, match="the candidate raised"):
+        harness._raise_as(name, vars(builtins))
+
+
+def test_raise_as_raises_a_fresh_exception_of_the_builtin_class():
+    import builtins
+
+    with pytest.raises(ValueError, match="raised by the candidate"):
+        harness._raise_as("ValueError", vars(builtins))
+
+
+@pytest.mark.parametrize("response, entry, code", [
+    ("```python3\ndef f():\n    return 1\n```", "f", "def f():\n    return 1\n"),
+    ("```py\nx = 1\n```", None, "x = 1\n"),
+    ("```Python \nx = 1\n```", None, "x = 1\n"),
+    ("```\nx = 1\n```", None, "x = 1\n"),
+    ("```python\r\ndef f():\r\n    return 1\r\n```\r\n", "f", "def f():\n    return 1\n"),
+    ("```python\ndef f():\n    return 1\n```\nUse:\n```python\nprint(f())\n```", "f", "def f():\n    return 1\n"),
+    ("```python\ndef f():\n    return 1\n```\nUse:\n```python\nprint(f())\n```", None, "print(f())\n"),
+    ("```python\nprint(g())\n```", "f", "print(g())\n"),  # no block defines f: the last one
+    ("def f():\n    return 1\n", "f", "def f():\n    return 1\n"),  # bare code
+])
+def test_extract_code(response, entry, code):
+    assert cv.extract_code(response, entry) == code
+
+
 @pytest.mark.parametrize("src, verdicts", [
     ("tuple(candidate(1)) == (1, 2)", [([1, 2], True), ((1, 2), True), ([2, 1], False), (None, False)]),
     ("tuple(candidate(1)) == tuple([1, 2])", [([1, 2], True), ([1], False)]),
@@ -269,14 +319,19 @@ HARNESS_SRC = open(harness.__file__).read()
 
 
 def _run_harness(spec: dict, close_reader: bool = False) -> tuple[int, list[tuple]]:
-    """(exit code, records): the harness run by a plain interpreter (no sandbox), its result fd a pipe."""
+    """(exit code, records): the harness run by a plain interpreter (no sandbox), its result fd a pipe,
+    the tests (all of `spec` but the solution) on a memfd as the sandbox passes them."""
     r, w = os.pipe()
     if close_reader:  # every write then fails (EPIPE): what a full result channel looks like to it
         os.close(r)
-    env = {**os.environ, "FORKRL_RESULT_FD": str(w)}
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", f"{HARNESS_SRC}\nrun({spec!r})\n"], env=env,
-                          pass_fds=[w], timeout=60, capture_output=True)
+    tests = os.memfd_create("tests", 0)
+    os.write(tests, repr({k: v for k, v in spec.items() if k != "solution"}).encode())
+    os.lseek(tests, 0, os.SEEK_SET)
+    env = {**os.environ, "FORKRL_RESULT_FD": str(w), "FORKRL_INPUT_FD": str(tests)}
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", f"{HARNESS_SRC}\nrun({spec['solution']!r})\n"], env=env,
+                          pass_fds=[w, tests], timeout=60, capture_output=True)
     os.close(w)
+    os.close(tests)
     if close_reader:
         return proc.returncode, []
     with os.fdopen(r, "rb") as f:
@@ -435,7 +490,7 @@ def _fake_run(monkeypatch, status="ok", records=b"", stdouts=()):
     calls = []
     outs = list(stdouts)
 
-    def run_python(source, stdin, limits, channel=False):
+    def run_python(source, stdin, limits, channel=False, private_input=None):
         calls.append((stdin, limits.wall_s))
         return RunResult(status, 0, outs.pop(0) if outs else "", "", 0.0, "netns", channel=records)
 
@@ -466,6 +521,18 @@ def test_score_asserts_with_one_case_and_with_none(monkeypatch):
 
 
 STDIO = {"inputs": ["1\n", "2\n"], "outputs": ["1\n", "2\n"]}
+
+
+def test_score_asserts_excludes_the_cases_that_compare_the_candidate_with_itself(monkeypatch):
+    """One case left: it alone is sent and scored, the exclusion counted; none left: skipped, nothing run."""
+    calls = _fake_run(monkeypatch, "ok", b"('value', 0, ('int', '2'))\n('done',)\n")
+    one_left = {"tests": ["assert add(2, 2) == add(1, 3)", "assert add(1, 1) == 2"]}
+    assert cv.score_code(Sample("u", "", "def add(a, b): ...", one_left, "code"), CFG, 5.0) == Score(
+        "u", 1.0, True, "ok (1 self-compared excluded)")
+    none_left = {"tests": ["assert add(2, 2) == add(1, 3)"]}
+    assert cv.score_code(Sample("u", "", "def add(a, b): ...", none_left, "code"), CFG, 5.0) == Score(
+        "u", 0.0, False, "skipped: unjudgeable (all 1 cases compare the candidate with itself)")
+    assert len(calls) == 1
 
 
 def test_score_stdio_all_pass_is_correct(monkeypatch):
@@ -504,7 +571,7 @@ def test_the_harness_process_is_not_counted_against_the_programs_process_limit(m
     run, which runs the program alone."""
     seen = []
 
-    def run_python(source, stdin, limits, channel=False):
+    def run_python(source, stdin, limits, channel=False, private_input=None):
         seen.append(limits.max_processes)
         return RunResult("ok", 0, "1\n", "", 0.0, "netns", channel=b"('value', 0, ('int', '2'))\n('done',)\n")
 

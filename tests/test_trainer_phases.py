@@ -97,13 +97,14 @@ class FakePusher:
 
 class FakeLearner:
     def __init__(self):
-        self.batches, self.losses = [], []
+        self.batches, self.losses, self.measured = [], [], []
 
     def set_loss(self, loss_cfg):
         self.losses.append(loss_cfg)
 
-    def train_step(self, batch):
+    def train_step(self, batch, measure_mechanism=False):
         self.batches.append(batch)
+        self.measured.append(measure_mechanism)
         return {"entropy": 1.0, "train_seconds": 1.0, "tokens_per_s": 1.0}
 
 
@@ -279,3 +280,15 @@ def test_steps_and_evaluations_keep_scored_samples_without_changing_the_run(tmp_
                                                                                   ("eval", 0, 0, "ok")]
     assert lines[1]["prompt_id"] == "r0" and lines[1]["gold"] == "1"
     assert step[1]["verdict/ok"] == 1.0 and step[1]["verdict/wrong_answer"] == 0.0
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_mechanism_is_measured_on_every_nth_trained_step(tmp_path, mode):
+    trainer = make_trainer(tmp_path, mode, 1, 2, "learner.mechanism_every=3")
+    for idx in range(6):  # the run loop bumps step_idx after each step: step idx + 1 is being trained
+        trainer.step_idx = idx
+        trainer.step()
+    assert trainer.learner.measured == [False, False, True, False, False, True]
+    off = make_trainer(tmp_path / "off", mode)
+    off.step()
+    assert off.learner.measured == [False]

@@ -67,3 +67,21 @@ def episode(prompt_ids, response_ids, advantage=0.0, logprobs=None, version=0):
     return Episode(prompt_index=0, sample_index=0, prompt_ids=list(prompt_ids), response_ids=list(response_ids),
                    logprobs=list(logprobs) if logprobs is not None else [0.0] * len(response_ids),
                    finish_reason="stop", text="", weight_version=version, prompt_id="probe", advantage=advantage)
+
+
+def tiny_job(model: Path, **sections: dict) -> dict:
+    """A recipe for a two-step job on the tiny model (no evaluation, no checkpoints, no dashboard);
+    `sections` replace whole top-level sections."""
+    recipe = {
+        "model": {"path": str(model)},
+        "data": {"type": "arithmetic", "num_train": 16, "num_eval": 4},
+        "rollout": {"samples_per_prompt": 4, "max_new_tokens": 8, "max_model_len": 256, "kv_cache_gb": 0.25},
+        "reward": {"num_workers": 1, "type": "function", "function": "e2e_reward:digit_share"},
+        "learner": {"micro_batch_size": 16},
+        "trainer": {"steps": 2, "prompts_per_step": 2},
+        "eval": {"every_steps": 0},
+        "checkpoint": {"every_steps": 0},
+        "cluster": {"dashboard": False},
+        "logging": {"progress": False},
+    }
+    return {**recipe, **sections}
