@@ -103,6 +103,11 @@ def echo_variants(expr: str) -> dict[str, str]:
         "fbox_unbraced": rf"\fbox {plain}", "dollar_boxed_unbraced": rf"$\boxed {plain}$",
         "box_first_operand": rf"\boxed{{{t[0]}}}" + "".join(" " + x for x in t[1:]),
         "box_last_operand": " ".join(t[:-1]) + rf" \boxed{{{t[-1]}}}",
+        # second review: the last operand after a filler phrase, a framed or raised box, a bullet, in display math
+        "the_number_last": rf"\({' '.join(t[:-1])}" + "\n\n" + rf" \text{{ the number }}{t[-1]}\)",
+        "fcolorbox_last": rf"\({' '.join(t[:-1])}" + "\n\n" + rf" \fcolorbox{{red}}{{white}}{{{t[-1]}}}\)",
+        "raise_hbox_last": rf"\({' '.join(t[:-1])}" + "\n\n" + rf" \raise1pt\hbox{{{t[-1]}}}\)",
+        "bullet_last": " ".join(t[:-1]) + f"\n- {t[-1]}",
         "answer_is": f"The answer is {plain}.", "answer_colon": f"Answer: {plain}", "gsm": f"#### {plain}",
         "dollars": "What is " + _join(t, num=lambda n: f"${n}$") + "?", "inline_math": rf"What is \({plain}\)?",
         "display_math": rf"\[{plain}\]", "bold": f"**{plain}**", "code": f"`{plain}`",
@@ -124,7 +129,8 @@ def echo_variants(expr: str) -> dict[str, str]:
         a, b = t[0], t[2]
         v |= {"sum_of": f"What is the sum of {a} and {b}?", "sum_of_words": f"the sum of {_word(a)} and {_word(b)}",
               "add_to": f"Add {a} to {b}.", "added_to": f"{a} added to {b}", "more_than": f"{a} more than {b}",
-              "total_of": f"The total of {a} and {b}"}
+              "total_of": f"The total of {a} and {b}", "bullet_listed_and": f"{a}  and  \n- {b}",
+              "bullet_listed_with": f"What is {a}  with  \n- {b}?"}
     return v
 
 

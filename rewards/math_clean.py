@@ -26,7 +26,8 @@ returns, so a trick of notation cannot reach one step and miss another. In order
 4. A ``` fence holding only a number becomes that number (a fence with code stays, and extraction drops
    it: code can print anything); inline code around a number, markdown bold/italic around text are
    stripped (``**20**``, ``17 + 3 = **20**``).
-5. TeX spacing (``\\enspace``, ``\\quad``, ``\\hspace{..}``, ``\\;``, ``~``, ``&``) becomes a space, after
+5. TeX spacing (``\\enspace``, ``\\quad``, ``\\hspace{..}``, ``\\;``, ``~``, ``&``) becomes a space (but a ``~`` just
+   before a number after "answer", "is", ":" or at a line start is "approximately", a hedge), after
    thin-space thousands (``1\\,000``) are joined; an operator wrapped in ``\\text``/``\\texttt``/
    ``\\mathbin``.. becomes the operator; style wrappers (``\\underline``, ``\\mathbf``, ``\\bf``,
    ``\\displaystyle``, ``\\left(``..``\\right)``) are unwrapped.
@@ -77,6 +78,9 @@ _FENCED_NUMBER_RE = re.compile(rf"```[A-Za-z]*[ \t]*\n?\s*({_NUMBER})\s*```")
 _INLINE_CODE_NUMBER_RE = re.compile(rf"(?<!`)`\s*({_NUMBER})\s*`(?!`)")
 _BOLD_RE = re.compile(r"(?<![\w*])(\*\*|__)(?=\S)([^*_\n]{1,200}?)(?<=\S)\1(?![\w*])")  # bounded: linear
 _ITALIC_NUMBER_RE = re.compile(rf"(?<![\w*)\\])([*_])({_NUMBER})\1(?![\w*(])")
+_TILDE_APPROX_RE = re.compile(r"(?:^|(?<=[:(])|(?<=\bis)|(?<=\bwas)|(?<=\banswer))[ \t]*+~(?=[ \t]?-?\d)", re.I | re.M)
+"""A "~" right before a number after "answer", "is", "was", ":", "(" or at a line start is "approximately" ("Answer: ~20"),
+not TeX's non-breaking space; it becomes that word, which the guards read as a hedge."""
 _THIN_SEP = r"(?:\\,|\\ |\\;|\\:|\\!|~|\{,\}|\\thinspace\s{0,5}|[\u2009\u202f\u00a0])"
 _THIN_THOUSANDS_RE = re.compile(rf"(?<![\d.])(\d{{1,3}})((?:{_THIN_SEP}\d{{3}})+)(?!\d)")
 _SPACING_RE = re.compile(
@@ -252,6 +256,7 @@ def clean_response(text: str) -> str:
     text = _BOLD_RE.sub(r"\2", text)
     text = _BOLD_RE.sub(r"\2", text)  # "***20***" and bold inside italic
     text = _ITALIC_NUMBER_RE.sub(r"\2", text)
+    text = _TILDE_APPROX_RE.sub(" approximately ", text)
     text = _THIN_THOUSANDS_RE.sub(lambda m: m.group(1) + re.sub(_THIN_SEP, "", m.group(2)), text)
     text = _SPACING_RE.sub(" ", text)
     for _ in range(3):  # "\text{\texttt{+}}"

@@ -160,21 +160,26 @@ def spaced_numbers(answer: str) -> bool:
 _DRESS_CMD_RE = re.compile(
     r"\\(?:textcolor|color|colorbox)\s{0,5}+(?:\[[^\]]{0,30}+\])?\s{0,5}+\{[^{}]{0,40}+\}"
     r"|\\(?:overset|underset|stackrel|raisebox|scalebox|resizebox)\s{0,5}+\{[^{}]{0,40}+\}(?:\s{0,5}+\{!?\})?"
+    r"|\\fcolorbox\s{0,5}+\{[^{}]{0,40}+\}\s{0,5}+\{[^{}]{0,40}+\}"  # "\\fcolorbox{red}{white}{17}": frame and fill
+    r"|\\(?:raise|lower|moveleft|moveright)\s{0,5}+-?[\d.]{1,10}+\s{0,5}+(?:[a-z]{2})?"  # "\\raise1pt\\hbox{17}"
     r"|\\(?:strut|mathstrut|langle|rangle|lbrace|rbrace|lvert|rvert|lVert|rVert|vert|Vert|mid)(?![A-Za-z])|\\[{}|]")
-_TEXT_WORD_RE = re.compile(r"\\(?:text|mathrm|mbox|textrm)\s{0,5}+\{\s{0,5}+([A-Za-z]{1,10}+)\s{0,5}+\}")
+_TEXT_WORD_RE = re.compile(r"\\(?:text|mathrm|mbox|textrm)\s{0,5}+\{\s{0,5}+([A-Za-z]{1,10}+(?: [A-Za-z]{1,10}+)?)\s{0,5}+\}")
+_FILLER_RE = re.compile(r"\b(?:the\s{1,5}+)?(?:number|value|quantity)\b", re.I)  # "0 + \\text{ the number }17"
 _UNKNOWN_CMD_RE = re.compile(
     r"\\(?!(?:times|cdot|div|pm|mp|oplus|ominus|otimes|ast|star|dotplus|boxplus|boxminus|boxtimes|uplus|setminus"
     r"|smallsetminus|bullet|le|ge|leq|geq|lt|gt|leqslant|geqslant|lesssim|gtrsim|neq|ne|frac|dfrac|tfrac|sqrt|approx"
     r"|sim|simeq|cong|lor|vee"
     r"|land|wedge|infty)(?![A-Za-z]))[A-Za-z]{1,30}+")  # any other command ("\\overline{", "\\hat{") is dress
-_LIST_MARKER_RE = re.compile(r"^[ \t]{0,3}+\d{1,9}+[.)][ \t]", re.M)  # "\n1. 17": a numbered list item
+_LIST_MARKER_RE = re.compile(r"^[ \t]{0,3}+\d{1,9}+[.)][ \t]|(?<=\n)[ \t]{0,3}+[-*+][ \t]", re.M)
+"""A list item's marker: "\n1. 17", "\n- 17" (a bullet only after a newline: the window's own start, just after the
+graded number, is no line start for "17 + 0")."""
 _JUNK_RE = re.compile(r"[^\w\s+\-*/^=<>!.,;:?()\[\]{}\\$%~]")
 
 
 def _plain(window: str) -> str:
     """The guards' view of the text around the graded number: dress and junk become gaps (see above)."""
     window = _TEXT_WORD_RE.sub(r" \1 ", _DRESS_CMD_RE.sub(" ", window.translate(_HEDGE_SIGNS)))  # "0 \\text{ and } 17": a word
-    window = _UNKNOWN_CMD_RE.sub(" ", _LIST_MARKER_RE.sub(" ", window))
+    window = _FILLER_RE.sub(" ", _UNKNOWN_CMD_RE.sub(" ", _LIST_MARKER_RE.sub(" ", window)))
     return words_to_symbols(_JUNK_RE.sub(" ", window))
 
 

@@ -55,23 +55,10 @@ from dataclasses import dataclass
 
 from .sandbox_bwrap import BwrapLaunch, bwrap_binary
 from .sandbox_fallback import FallbackLaunch, sweep_stale_dirs
-from .sandbox_process import INPUT_ENV, RESULT_ENV, wait_exit
+from .sandbox_process import INPUT_ENV, RESULT_ENV, Limits, wait_exit
 
 __all__ = ["Limits", "RunResult", "SandboxUnavailable", "bwrap_problem", "run_python", "sweep_stale_dirs"]
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Limits:
-    wall_s: float = 10.0
-    cpu_s: int = 5
-    memory_bytes: int = 1 << 30
-    max_processes: int = 16
-    max_output_bytes: int = 1 << 20
-    max_open_files: int = 64
-    site_packages: bool = False
-    isolation: str = "auto"
-    """"auto" (bwrap, else the fallback with a warning), "bwrap" (required), "fallback" (forced)."""
 
 
 @dataclass

@@ -14,11 +14,11 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .sandbox_process import (
     IS_ROOT,
     RUNNER,
+    Limits,
     interpreter,
     pick_uid,
     python_flags,
@@ -26,9 +26,6 @@ from .sandbox_process import (
     runner_spec,
     wait_exit,
 )
-
-if TYPE_CHECKING:
-    from .sandbox import Limits
 
 _PROJECT_DATA = Path(__file__).with_name("data").resolve()  # gold tests: never visible inside
 _TMPFS_BYTES = 64 << 20

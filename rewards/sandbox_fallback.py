@@ -22,20 +22,17 @@ import sys
 import sysconfig
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .sandbox_process import (
     IS_ROOT,
     RUNNER,
+    Limits,
     kill_uid,
     pick_uid,
     python_flags,
     reap,
     runner_spec,
 )
-
-if TYPE_CHECKING:
-    from .sandbox import Limits
 
 log = logging.getLogger("forkrl.rewards.sandbox")
 _DIR_RE = re.compile(r"forkrl-sbx-(\d+)-(\d+)-\w+")

@@ -10,11 +10,23 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .sandbox import Limits
+
+@dataclass(frozen=True)
+class Limits:
+    wall_s: float = 10.0
+    cpu_s: int = 5
+    memory_bytes: int = 1 << 30
+    max_processes: int = 16
+    max_output_bytes: int = 1 << 20
+    max_open_files: int = 64
+    site_packages: bool = False
+    isolation: str = "auto"
+    """"auto" (bwrap, else the fallback with a warning), "bwrap" (required), "fallback" (forced)."""
+
+
 
 RUNNER = Path(__file__).with_name("inside_sandbox_runner.py")
 IS_ROOT = os.geteuid() == 0

@@ -47,7 +47,19 @@ ECHO = [
     ("listed_with", Q017, "0 with 17", "17", 0.0, U),
     ("listed_text_and", Q017, "0 \\text{ and } 17", "17", 0.0, U),
     ("listed_comma", Q017, "0, 17", "17", 0.0, U),
+    # the second review: a filler phrase, a framed or raised box, a bullet between the operator and the operand
+    ("text_the_number", Q017, "0 + \\text{ the number }17", "17", 0.0, U),
+    ("text_the_number_newlines", Q017, "\\(0 +\n\n \\text{ the number }17\\)", "17", 0.0, U),
+    ("fcolorbox", Q017, "\\(0 \n+\n \\fcolorbox{red}{white}{17}\\)", "17", 0.0, U),
+    ("raise_hbox", Q017, "\\(0 +\n\n \\raise1pt\\hbox{17}\\)", "17", 0.0, U),
+    ("bullet_after_plus", Q017, "0 +\n- 17", "17", 0.0, U),
+    ("bullet_after_and", Q017, "0  and  \n- 17", "17", 0.0, U),
+    ("bullet_after_with", Q017, "What is 0  with  \n- 17?", "17", 0.0, U),
+    ("star_bullet_after_text_and", Q017, "$0 \\text{ and } \n* 17$", "17", 0.0, U),
     # honest answers around the same words stay paid
+    ("the_number_is", Q173, "The answer is the number 20.", "20", 1.0, OK),
+    ("bullet_step_then_answer", Q173, "- 17 + 3 = 20\nThe answer is 20.", "20", 1.0, OK),
+    ("plus_zero_not_bullet", "What is 17 + 0?", "What is 17 + 0?", "17", 0.0, U),
     ("sum_of_operands_is", Q017, "The sum of 0 and 17 is 17.", "17", 1.0, OK),
     ("result_then_answer", Q173, "17 + 3 = 20. The answer is 20.", "20", 1.0, OK),
     ("result_then_answer_inline", Q173, "First 17 + 3 = 20, then the answer is 20", "20", 1.0, OK),
@@ -156,6 +168,16 @@ HEDGE = [
     ("box_ish_zero", "What is 5 - 5?", "\\boxed{0ish}", "0", 0.0, H),
     ("box_at_most_zero", "What is 5 - 5?", "\\boxed{0 at most}", "0", 0.0, H),
     ("lesssim", Q173, "\\lesssim 20", "20", 0.0, H),
+    # "~" before a number where an answer is committed is "approximately", elsewhere TeX's non-breaking space
+    ("tilde_after_colon", Q173, "Answer: ~20", "20", 0.0, H),
+    ("tilde_after_is", Q173, "The answer is ~20.", "20", 0.0, H),
+    ("tilde_glued_after_is", Q173, "The answer is~20.", "20", 0.0, H),
+    ("tilde_line_start", Q173, "~20", "20", 0.0, H),
+    ("tilde_paren", Q173, "The answer is (~20).", "20", 0.0, H),
+    ("tilde_spacing_in_box", Q173, "\\boxed{~20}", "20", 1.0, OK),  # TeX renders a space there
+    ("tilde_spacing_equals", Q173, "$x~=~20$", "20", 1.0, OK),
+    ("tilde_spacing_after_equals", Q173, "$17 + 3 =~20$", "20", 1.0, OK),
+    ("tilde_spacing_words", Q173, "The sum~of 17 and~3 is 20.", "20", 1.0, OK),
     # chain-of-thought with intermediate results stays paid
     ("cot_restated", Q173, "17 + 3 = 20. The answer is 20.", "20", 1.0, OK),
     ("cot_restated_with_comma", Q173, "17 + 3 = 20, so 20.", "20", 1.0, OK),
