@@ -197,3 +197,9 @@ def test_under_ray_only_forkrl_lines_and_errors_reach_the_driver(tmp_path, verbo
     else:
         assert "engine chatter" not in shown
         assert "engine chatter: loading safetensors shards" in roles.read_text()
+
+
+def test_the_console_is_quiet_unless_asked():
+    from forkrl.orchestrator.config import load_config
+
+    assert load_config(None, []).logging.verbose is False

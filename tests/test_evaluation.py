@@ -125,3 +125,13 @@ def test_problem_rows_pair_each_prompts_greedy_verdict_with_its_sample_counts():
                                        {"step": 0, "prompt_id": "p1", "greedy": 0}]
     with pytest.raises(ValueError, match="prompt 0 is 'p0' greedy but 'p1' sampled"):
         problem_rows(1, greedy, sampled[::-1])
+
+
+def test_problem_rows_append_one_json_line_each_into_a_new_folder(tmp_path):
+    from forkrl.orchestrator.evaluation import append_problem_rows
+
+    path = tmp_path / "runs" / "r1" / "eval_problems.jsonl"  # neither folder exists yet
+    append_problem_rows(path, [{"step": 0, "prompt_id": "p0", "greedy": 1}])
+    append_problem_rows(path, [{"step": 5, "prompt_id": "p0", "greedy": 0}])  # a later eval (or a resume)
+    assert path.read_text() == ('{"step": 0, "prompt_id": "p0", "greedy": 1}\n'
+                                '{"step": 5, "prompt_id": "p0", "greedy": 0}\n')
